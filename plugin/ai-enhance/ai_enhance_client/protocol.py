@@ -1,0 +1,394 @@
+"""Wire protocol between the GIMP plug-in (or the CLI) and the ai-enhance backend.
+
+One source of truth, shared by both sides: the plug-in imports this file from its own folder,
+the backend installs the same file as ``ai_enhance_client.protocol``.  Pure standard library
+(GIMP's Python may have neither numpy nor torch).
+
+A message is a list of ZeroMQ frames: frame 0 is a small UTF-8 JSON header, every further frame
+is raw pixel data described by the header.  No pickle, ever.  See docs/protocol.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Sequence
+
+VERSION = 1
+
+#: Largest JSON header accepted (bytes).
+MAX_HEADER_BYTES = 64 * 1024
+#: Largest single frame accepted by default (bytes); the backend sets ZMQ MAXMSGSIZE to this.
+MAX_FRAME_BYTES = 1 << 30
+#: Largest image side and pixel count accepted in a header (checked before any allocation).
+MAX_SIDE = 65536
+MAX_PIXELS = 256 * 1024 * 1024
+MAX_SCALE = 8
+MAX_TILE = 8192
+MAX_MASKS = 8
+
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+
+
+class ProtocolError(Exception):
+    """A message that does not follow this protocol.  ``str()`` is one line with a hint."""
+
+    def __init__(self, message: str, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class MsgType(str, Enum):
+    # requests (client -> backend)
+    PING = "ping"
+    ENHANCE = "enhance"
+    CANCEL = "cancel"
+    HEARTBEAT = "heartbeat"
+    # replies (backend -> client)
+    PONG = "pong"
+    ACCEPTED = "accepted"
+    PROGRESS = "progress"
+    RESULT = "result"
+    ERROR = "error"
+
+
+#: HEARTBEAT goes both ways: the client sends one per second while it waits for a job; the backend
+#: answers each, so a client knows the backend lives even while one tile takes minutes.
+REQUEST_TYPES = frozenset({MsgType.PING, MsgType.ENHANCE, MsgType.CANCEL, MsgType.HEARTBEAT})
+REPLY_TYPES = frozenset({MsgType.PONG, MsgType.ACCEPTED, MsgType.PROGRESS, MsgType.RESULT,
+                         MsgType.ERROR, MsgType.HEARTBEAT})
+
+
+class ErrorKind(str, Enum):
+    BAD_REQUEST = "bad_request"          # malformed header/frames; the sender's bug
+    VERSION = "version"                  # protocol version mismatch: update plug-in or backend
+    TOO_LARGE = "too_large"              # image or frame over the backend's budget
+    BUSY = "busy"                        # queue full
+    UNKNOWN_MODEL = "unknown_model"      # no such model id
+    MODEL_MISSING = "model_missing"      # known id, file not installed
+    MODEL_CORRUPT = "model_corrupt"      # file present but unreadable / unsafe / not a model
+    UNSUPPORTED = "unsupported"          # valid request the model/operation cannot do
+    OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
+    CLIENT_GONE = "client_gone"
+    DISK = "disk"                        # disk full / not writable
+    INTERNAL = "internal"
+
+
+class DType(str, Enum):
+    U8 = "u8"
+    U16 = "u16"
+    F32 = "f32"
+
+    @property
+    def itemsize(self) -> int:
+        return {"u8": 1, "u16": 2, "f32": 4}[self.value]
+
+    @property
+    def numpy_name(self) -> str:
+        return {"u8": "uint8", "u16": "<u2", "f32": "<f4"}[self.value]
+
+
+class Op(str, Enum):
+    UPSCALE = "upscale"      # super-resolution / same-size enhancement with an SR model
+    FACES = "faces"          # face restoration (+ optional background model)
+    DENOISE = "denoise"
+    SHARPEN = "sharpen"
+    RESTORE = "restore"      # old photo restoration
+    COLORIZE = "colorize"
+    NOOP = "noop"            # returns the input; used to measure transport overhead
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Shape and sample type of one raw pixel frame: C-contiguous, row-major HWC, little-endian."""
+
+    width: int
+    height: int
+    channels: int
+    dtype: DType
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.channels * self.dtype.itemsize
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def to_json(self) -> dict:
+        return {"width": self.width, "height": self.height, "channels": self.channels,
+                "dtype": self.dtype.value}
+
+    @classmethod
+    def from_json(cls, obj: Any, what: str = "image") -> "ImageSpec":
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"'{what}' must be an object with width, height, channels, dtype")
+        w = _int_field(obj, "width", 1, MAX_SIDE, what)
+        h = _int_field(obj, "height", 1, MAX_SIDE, what)
+        c = _int_field(obj, "channels", 1, 4, what)
+        dt = obj.get("dtype")
+        try:
+            dtype = DType(dt)
+        except ValueError:
+            raise ProtocolError(f"{what}.dtype must be one of u8, u16, f32, got {dt!r}") from None
+        if w * h > MAX_PIXELS:
+            raise ProtocolError(f"{what} has {w * h} pixels, more than the protocol's {MAX_PIXELS}")
+        return cls(w, h, c, dtype)
+
+    def check_frame(self, frame: bytes | memoryview, what: str = "image") -> None:
+        n = len(frame) if not isinstance(frame, memoryview) else frame.nbytes
+        if n != self.nbytes:
+            raise ProtocolError(
+                f"{what} frame has {n} bytes but {self.width}x{self.height}x{self.channels} "
+                f"{self.dtype.value} needs {self.nbytes}")
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def to_json(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height]
+
+    @classmethod
+    def from_json(cls, obj: Any, what: str = "roi") -> "Rect":
+        if (not isinstance(obj, (list, tuple)) or len(obj) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in obj)):
+            raise ProtocolError(f"'{what}' must be [x, y, width, height] integers")
+        x, y, w, h = obj
+        if x < 0 or y < 0 or w < 1 or h < 1:
+            raise ProtocolError(f"'{what}' {list(obj)} must have x, y >= 0 and width, height >= 1")
+        return cls(x, y, w, h)
+
+    def inside(self, width: int, height: int) -> bool:
+        return self.x + self.width <= width and self.y + self.height <= height
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass
+class Message:
+    """A decoded message: the header dict (validated) plus its raw frames."""
+
+    type: MsgType
+    job_id: str
+    header: dict
+    frames: list = field(default_factory=list)
+
+
+def new_header(type_: MsgType, job_id: str, **fields: Any) -> dict:
+    header = {"v": VERSION, "type": MsgType(type_).value, "job_id": job_id}
+    header.update({k: v for k, v in fields.items() if v is not None})
+    return header
+
+
+def encode(header: dict, frames: Sequence[bytes | memoryview] = ()) -> list:
+    """Header dict + raw frames -> list of frames ready for ``socket.send_multipart``."""
+    raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header is {len(raw)} bytes, more than {MAX_HEADER_BYTES}")
+    return [raw, *frames]
+
+
+def decode(frames: Sequence[Any], *, expect: Iterable[MsgType] | None = None,
+           max_frame_bytes: int = MAX_FRAME_BYTES) -> Message:
+    """Validate and decode a received multipart message (bytes or zmq.Frame objects).
+
+    Raises ProtocolError (one line, says what is wrong) for anything malformed; the error
+    carries the job id when the header was readable far enough to have one.
+    """
+    if not frames:
+        raise ProtocolError("empty message")
+    frames = [_buffer(f) for f in frames]
+    head = frames[0]
+    if len(head) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header frame is {len(head)} bytes, more than {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(bytes(head).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("header frame is not UTF-8 JSON (is something else talking to this port?)") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header must be a JSON object")
+    job_id = header.get("job_id")
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        raise ProtocolError("job_id must be 1-64 characters of letters, digits, '_.:-'")
+    v = header.get("v")
+    if v != VERSION:
+        raise ProtocolError(
+            f"protocol version {v!r} is not supported (this side speaks v{VERSION}); "
+            "install the plug-in and the backend from the same release", job_id)
+    try:
+        mtype = MsgType(header.get("type"))
+    except ValueError:
+        raise ProtocolError(f"unknown message type {header.get('type')!r}", job_id) from None
+    if expect is not None and mtype not in set(expect):
+        raise ProtocolError(f"unexpected message type {mtype.value!r} here", job_id)
+    for i, f in enumerate(frames[1:], 1):
+        if len(f) > max_frame_bytes:
+            raise ProtocolError(f"frame {i} is {len(f)} bytes, more than {max_frame_bytes}", job_id)
+    msg = Message(mtype, job_id, header, list(frames[1:]))
+    _VALIDATORS.get(mtype, _no_frames)(msg)
+    return msg
+
+
+def _buffer(f: Any):
+    if isinstance(f, (bytes, bytearray, memoryview)):
+        return f if not isinstance(f, memoryview) else f.cast("B")
+    buf = getattr(f, "buffer", None)  # zmq.Frame
+    if buf is not None:
+        return buf.cast("B") if isinstance(buf, memoryview) else buf
+    raise ProtocolError(f"frame of type {type(f).__name__} is not bytes")
+
+
+def _int_field(obj: dict, key: str, lo: int, hi: int, what: str, default: Any = ...) -> int:
+    if key not in obj and default is not ...:
+        return default
+    v = obj.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ProtocolError(f"{what}.{key} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _float_field(obj: dict, key: str, lo: float, hi: float, what: str) -> float:
+    v = obj.get(key)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ProtocolError(f"{what}.{key} must be a number in {lo}..{hi}, got {v!r}")
+    return float(v)
+
+
+def _str_field(obj: dict, key: str, what: str, pattern: re.Pattern = _NAME_RE) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str) or not pattern.match(v):
+        raise ProtocolError(f"{what}.{key} must be a short name (letters, digits, '_.+-'), got {v!r}")
+    return v
+
+
+def _no_frames(msg: Message) -> None:
+    if msg.frames:
+        raise ProtocolError(f"a {msg.type.value} message carries no data frames", msg.job_id)
+
+
+def _check_options(obj: Any, what: str) -> None:
+    if not isinstance(obj, dict) or len(obj) > 32:
+        raise ProtocolError(f"{what} must be an object with at most 32 entries")
+    for k, v in obj.items():
+        if not _NAME_RE.match(k):
+            raise ProtocolError(f"{what} key {k!r} is not a short name")
+        if not (v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 256)):
+            raise ProtocolError(f"{what}.{k} must be a number, boolean or short string")
+
+
+def _validate_enhance(msg: Message) -> None:
+    h, j = msg.header, msg.job_id
+    try:
+        try:
+            Op(h.get("op"))
+        except ValueError:
+            raise ProtocolError(f"enhance.op must be one of {[o.value for o in Op]}, got {h.get('op')!r}") from None
+        _str_field(h, "model", "enhance")
+        _int_field(h, "scale", 1, MAX_SCALE, "enhance", default=1)
+        _int_field(h, "tile", 0, MAX_TILE, "enhance", default=0)
+        if "timeout" in h:
+            _float_field(h, "timeout", 1, 7 * 24 * 3600, "enhance")
+        spec = ImageSpec.from_json(h.get("image"), "image")
+        if "roi" in h:
+            roi = Rect.from_json(h["roi"], "roi")
+            if not roi.inside(spec.width, spec.height):
+                raise ProtocolError(f"roi {roi.to_json()} lies outside the {spec.width}x{spec.height} image")
+        if "options" in h:
+            _check_options(h["options"], "options")
+        if len(msg.frames) != 1:
+            raise ProtocolError(f"enhance carries exactly one image frame, got {len(msg.frames)}")
+        spec.check_frame(msg.frames[0])
+    except ProtocolError as e:
+        e.job_id = j
+        raise
+
+
+def _validate_cancel(msg: Message) -> None:
+    _no_frames(msg)
+
+
+def _validate_progress(msg: Message) -> None:
+    _float_field(msg.header, "fraction", 0.0, 1.0, "progress")
+    _no_frames(msg)
+
+
+def _validate_result(msg: Message) -> None:
+    h = msg.header
+    spec = ImageSpec.from_json(h.get("image"), "image")
+    masks = h.get("masks", [])
+    if not isinstance(masks, list) or len(masks) > MAX_MASKS:
+        raise ProtocolError(f"result.masks must be a list of at most {MAX_MASKS} entries", msg.job_id)
+    if len(msg.frames) != 1 + len(masks):
+        raise ProtocolError(f"result has {len(msg.frames)} frames, header announces {1 + len(masks)}",
+                            msg.job_id)
+    spec.check_frame(msg.frames[0])
+    for m, f in zip(masks, msg.frames[1:]):
+        if not isinstance(m, dict):
+            raise ProtocolError("each result.masks entry must be an object", msg.job_id)
+        _str_field(m, "name", "mask")
+        ImageSpec.from_json(m.get("image"), "mask").check_frame(f, "mask")
+
+
+def _validate_error(msg: Message) -> None:
+    h = msg.header
+    try:
+        ErrorKind(h.get("kind"))
+    except ValueError:
+        h["kind"] = ErrorKind.INTERNAL.value  # tolerate kinds added by a newer backend
+    if not isinstance(h.get("message"), str):
+        raise ProtocolError("error.message must be a string", msg.job_id)
+    _no_frames(msg)
+
+
+_VALIDATORS = {
+    MsgType.ENHANCE: _validate_enhance,
+    MsgType.CANCEL: _validate_cancel,
+    MsgType.PROGRESS: _validate_progress,
+    MsgType.RESULT: _validate_result,
+    MsgType.ERROR: _validate_error,
+}
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def enhance_request(job_id: str, *, op: str, model: str, image: ImageSpec, pixels,
+                    scale: int = 1, tile: int = 0, roi: Rect | None = None,
+                    options: dict | None = None, timeout: float | None = None) -> list:
+    header = new_header(MsgType.ENHANCE, job_id, op=Op(op).value, model=model, scale=scale,
+                        tile=tile, image=image.to_json(),
+                        roi=roi.to_json() if roi else None, options=options or None,
+                        timeout=timeout)
+    return encode(header, [pixels])
+
+
+def result_reply(job_id: str, image: ImageSpec, pixels, masks: Sequence[tuple[str, ImageSpec, Any]] = (),
+                 info: dict | None = None) -> list:
+    header = new_header(MsgType.RESULT, job_id, image=image.to_json(),
+                        masks=[{"name": n, "image": s.to_json()} for n, s, _ in masks],
+                        info=info or {})
+    return encode(header, [pixels, *[p for _, _, p in masks]])
+
+
+def error_reply(job_id: str, kind: ErrorKind, message: str, hint: str = "") -> list:
+    return encode(new_header(MsgType.ERROR, job_id, kind=ErrorKind(kind).value,
+                             message=one_line(message), hint=one_line(hint) if hint else None))
+
+
+def progress_reply(job_id: str, fraction: float, text: str = "") -> list:
+    return encode(new_header(MsgType.PROGRESS, job_id, fraction=min(1.0, max(0.0, float(fraction))),
+                             text=one_line(text)))
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
