@@ -191,6 +191,11 @@ class Client:
                 return Result(spec_out, bytes(msg.frames[0]), masks, h.get("info", {}))
             elif msg.type == P.MsgType.ERROR:
                 raise ClientError(_error_text(msg.header), msg.header.get("kind", "internal"))
+            elif msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":
+                # Replies on one connection arrive in order: the job is gone without a result.
+                raise ClientError("the backend dropped this job without a result (was it restarted, or "
+                                  "the image over its frame limit?); try again, with a selection if large",
+                                  P.ErrorKind.INTERNAL.value)
             # ACCEPTED / HEARTBEAT: liveness only
 
 

@@ -1,0 +1,222 @@
+"""`ai-enhance`: serve | enhance | models | status | doctor.
+
+The client commands talk to the backend over ZeroMQ exactly like the GIMP plug-in does, and never
+import torch (they start in a fraction of a second)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SAMPLE = Path(__file__).with_name("assets") / "sample.png"
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the backend (keeps models loaded, serves GIMP and the CLI)")
+    p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT or ipc:///private/dir/sock "
+                                      "(default: AI_ENHANCE_ENDPOINT, the settings file, tcp://127.0.0.1:5588)")
+    p.add_argument("--models-dir", type=Path, help="default: AI_ENHANCE_MODELS_DIR or the per-user data folder")
+    p.add_argument("--log-file", type=Path, help="default: ~/.local/state/ai-enhance/backend.log")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps, cpu")
+    p.add_argument("--queue-size", type=int, default=8, help="jobs queued or running before BUSY (default 8)")
+    p.add_argument("--client-timeout", type=float, default=5.0,
+                   help="drop a job whose client sent no heartbeat for this many seconds (default 5)")
+    p.add_argument("--idle-unload", type=float, default=600.0, help="unload models unused this long (s)")
+    p.add_argument("--max-input-mp", type=float, default=64.0, help="largest input image, megapixels")
+    p.add_argument("--max-output-mp", type=float, default=256.0, help="largest result image, megapixels")
+    p.add_argument("--max-frame-mb", type=float, default=1024.0,
+                   help="largest single message frame; bigger ones drop the connection (default 1024)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_enhance(sub) -> None:
+    p = sub.add_parser("enhance", help="enhance an image file through the backend (starts it if needed)")
+    p.add_argument("input", nargs="?", type=Path, help="PNG/JPEG/TIFF (default: a built-in sample photo)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
+    p.add_argument("--model", default="realesrgan-x4plus", help="model id (see `ai-enhance models list`)")
+    p.add_argument("--op", default="upscale", help="upscale (default), faces, ...")
+    p.add_argument("--scale", type=int, default=None, help="output scale 1..8 (default: the model's)")
+    p.add_argument("--tile", type=int, default=0, help="tile size in pixels (0 = automatic)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. denoise_strength=0.5 (repeatable)")
+    p.add_argument("--endpoint", help="backend endpoint (default: AI_ENHANCE_ENDPOINT, settings, default port)")
+    p.add_argument("--no-autostart", action="store_true", help="fail instead of starting a backend")
+    p.add_argument("--mask-output", type=Path, help="also write the backend's mask (e.g. faces) here")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ai-enhance", description="Local AI photo enhancement for GIMP 3.")
+    ap.add_argument("--version", action="store_true", help="print the version")
+    sub = ap.add_subparsers(dest="cmd")
+    _add_serve(sub)
+    _add_enhance(sub)
+    m = sub.add_parser("models", help="list the models and where they come from")
+    msub = m.add_subparsers(dest="models_cmd")
+    ml = msub.add_parser("list", help="every model id: installed or missing, size, source")
+    ml.add_argument("--json", action="store_true")
+    ml.add_argument("--models-dir", type=Path)
+    st = sub.add_parser("status", help="ask the running backend what it has loaded and queued")
+    st.add_argument("--endpoint")
+    sub.add_parser("doctor", help="check every link from GIMP to the models; print fixes", add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        from .doctor import main as doctor_main
+        return doctor_main(argv[1:])
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.version:
+        from . import __version__
+        print(f"ai-enhance {__version__}")
+        return 0
+    if args.cmd == "serve":
+        return cmd_serve(args)
+    if args.cmd == "enhance":
+        return cmd_enhance(args)
+    if args.cmd == "models":
+        return cmd_models(args)
+    if args.cmd == "status":
+        return cmd_status(args)
+    ap.print_help()
+    return 2
+
+
+def cmd_serve(args) -> int:
+    from ai_enhance_client.settings import Settings
+    from .server import ServeConfig, serve
+
+    cfg = ServeConfig(endpoint=args.endpoint or Settings.load().endpoint, models_dir=args.models_dir,
+                      log_file=args.log_file, device=args.device, queue_size=args.queue_size,
+                      client_timeout=args.client_timeout, idle_unload=args.idle_unload,
+                      max_input_pixels=int(args.max_input_mp * 1e6),
+                      max_output_pixels=int(args.max_output_mp * 1e6),
+                      max_frame_bytes=int(args.max_frame_mb * (1 << 20)))
+    return serve(cfg, verbose=args.verbose)
+
+
+def _parse_options(items: list[str]) -> dict:
+    out: dict = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        if not sep:
+            raise SystemExit(f"ai-enhance: --option {it!r} must look like KEY=VALUE")
+        try:
+            out[key] = json.loads(val)
+        except ValueError:
+            out[key] = val
+    return out
+
+
+class _Bar:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, fraction: float, text: str = "") -> None:
+        if self.quiet:
+            return
+        pct = int(fraction * 100)
+        if self.tty:
+            n = int(fraction * 30)
+            sys.stderr.write(f"\r[{'#' * n}{'.' * (30 - n)}] {pct:3d}% {text[:40]:<40}")
+            sys.stderr.flush()
+        elif pct // 10 != self.last // 10:
+            sys.stderr.write(f"{pct:3d}% {text}\n")
+        self.last = pct
+
+    def done(self) -> None:
+        if not self.quiet and self.tty:
+            sys.stderr.write("\n")
+
+
+def cmd_enhance(args) -> int:
+    from ai_enhance_client import protocol as P
+    from ai_enhance_client.client import Client, ClientError
+    from .images import ImageFileError, read_image, write_image
+    import numpy as np
+
+    src = args.input or SAMPLE
+    try:
+        img = read_image(src)
+    except ImageFileError as e:
+        print(f"ai-enhance: {e}", file=sys.stderr)
+        return 2
+    dtype = {np.dtype(np.uint8): P.DType.U8, np.dtype(np.uint16): P.DType.U16,
+             np.dtype(np.float32): P.DType.F32}[img.dtype]
+    spec = P.ImageSpec(img.shape[1], img.shape[0], img.shape[2], dtype)
+    bar = _Bar(args.quiet)
+    t0 = time.monotonic()
+    try:
+        with Client(args.endpoint) as client:
+            caps = client.ensure_backend(autostart=not args.no_autostart,
+                                         on_wait=lambda text: bar(0.0, text))
+            scale = args.scale
+            if scale is None:
+                scale = next((m.get("scale") for m in caps.get("models", []) if m.get("id") == args.model), 1) or 1
+            res = client.enhance(op=args.op, model=args.model, spec=spec, pixels=memoryview(img).cast("B"),
+                                 scale=scale, tile=args.tile, options=_parse_options(args.option),
+                                 on_progress=bar)
+    except ClientError as e:
+        bar.done()
+        print(f"ai-enhance: {e}", file=sys.stderr)
+        return 1
+    bar.done()
+    out = np.frombuffer(res.pixels, dtype=P.DType(res.spec.dtype).numpy_name).reshape(
+        res.spec.height, res.spec.width, res.spec.channels)
+    try:
+        write_image(args.output, out)
+        if args.mask_output and res.masks:
+            name, (mspec, mbytes) = next(iter(res.masks.items()))
+            write_image(args.mask_output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
+    except ImageFileError as e:
+        print(f"ai-enhance: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        msg = res.info.get("message")
+        print(f"{src} ({spec.width}x{spec.height}) -> {args.output} ({res.spec.width}x{res.spec.height}) "
+              f"with {args.model} in {time.monotonic() - t0:.1f} s" + (f"; {msg}" if msg else ""))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import ModelStore
+
+    store = ModelStore(args.models_dir) if getattr(args, "models_dir", None) else ModelStore()
+    infos = store.list()
+    if getattr(args, "json", False):
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return 0
+    print(f"models folder: {store.models_dir}")
+    print(f"{'id':28} {'status':11} {'size':>9}  source")
+    for i in infos:
+        size = f"{i.size / 1e6:.1f} MB" if i.size else "-"
+        src = i.file if i.installed else (i.url or "-")
+        print(f"{i.id:28} {i.status:11} {size:>9}  {src}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ai_enhance_client.client import Client
+
+    with Client(args.endpoint) as c:
+        caps = c.ping(timeout=2.0)
+    if caps is None:
+        print(f"no backend answers at {c.endpoint}; start one with `ai-enhance serve`")
+        return 1
+    q = caps.get("queue", {})
+    dev = caps.get("device", {})
+    print(f"backend {caps.get('version')} pid {caps.get('pid')} at {c.endpoint}, up {caps.get('uptime')} s; "
+          f"device {dev.get('name', dev) if isinstance(dev, dict) else dev}; "
+          f"jobs running {q.get('running')}, queued {q.get('queued')}, done {q.get('done')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
