@@ -193,7 +193,7 @@ def cmd_models(args) -> int:
     if getattr(args, "json", False):
         print(json.dumps([i.to_json() for i in infos], indent=2))
         return 0
-    print(f"models folder: {store.models_dir}")
+    print(f"models folder: {store.dir}")
     print(f"{'id':28} {'status':11} {'size':>9}  source")
     for i in infos:
         size = f"{i.size / 1e6:.1f} MB" if i.size else "-"
