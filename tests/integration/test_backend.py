@@ -19,7 +19,7 @@ import zmq
 
 from ai_enhance_client import protocol as P
 from ai_enhance_client.client import Client, ClientError
-from conftest import free_port, start_serve
+from testkit import free_port, start_serve
 
 DT = {np.dtype(np.uint8): P.DType.U8, np.dtype(np.uint16): P.DType.U16, np.dtype(np.float32): P.DType.F32}
 

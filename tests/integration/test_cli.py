@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ai_enhance_client.client import Client
-from conftest import REPO, free_port, serve_env
+from testkit import REPO, free_port, serve_env
 
 CLI = [sys.executable, "-m", "ai_enhance"]
 

@@ -1,0 +1,127 @@
+"""Helpers shared by the test folders (imported as `testkit`: a conftest name would be ambiguous
+with several conftest.py files): tiny random-initialised networks of the real architectures, and a
+real `ai-enhance serve` process on a free loopback port."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+# --------------------------------------------------------------------------- tiny models
+
+
+def make_compact(path: Path, *, scale: int = 4, num_feat: int = 8, num_conv: int = 2,
+                 zero_last: bool = False, seed: int = 0, in_ch: int = 3) -> Path:
+    """A random SRVGGNetCompact (the realesr-animevideov3 / general-x4v3 architecture) saved in
+    upstream's layout ({"params": state_dict}).  With zero_last=True its output is exactly the
+    nearest-neighbour upscale of its input (the net adds the nearest-upsampled input)."""
+    import torch
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(seed)
+    net = Compact(num_in_ch=in_ch, num_out_ch=in_ch, num_feat=num_feat, num_conv=num_conv, upscale=scale)
+    sd = net.state_dict()
+    if zero_last:
+        last = max((k for k in sd if k.startswith("body.") and k.endswith(".weight")),
+                   key=lambda k: int(k.split(".")[1]))
+        sd[last].zero_()
+        sd[last.replace(".weight", ".bias")].zero_()
+    torch.save({"params": sd}, path)
+    return path
+
+
+def make_rrdb(path: Path, *, scale: int = 4, num_filters: int = 8, num_blocks: int = 1,
+              seed: int = 0) -> Path:
+    """A random RRDBNet (the RealESRGAN_x4plus / x2plus architecture) in {"params_ema": ...}."""
+    import torch
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    shuffle = {1: 4, 2: 2}.get(scale)
+    in_nc = 3 * (shuffle * shuffle if shuffle else 1)
+    # like upstream x2plus: pixel-unshuffle by 2, then a x4 body
+    net = ESRGAN(in_nc=in_nc, out_nc=3, num_filters=num_filters, num_blocks=num_blocks,
+                 scale=scale * (shuffle or 1), shuffle_factor=shuffle)
+    with torch.no_grad():  # keep random outputs in a sane range
+        for p in net.parameters():
+            p.mul_(0.3)
+    torch.save({"params_ema": net.state_dict()}, path)
+    return path
+
+
+# --------------------------------------------------------------------------- backend process
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Backend:
+    endpoint: str
+    models_dir: Path
+    log_path: Path
+    proc: subprocess.Popen
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def serve_env(models_dir: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env["AI_ENHANCE_MODELS_DIR"] = str(models_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = None,
+                wait: float = 60.0, env: dict | None = None) -> Backend:
+    """Start a real `ai-enhance serve` (this Python's) and wait until it answers a ping."""
+    from ai_enhance_client.client import Client
+
+    endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
+    log = tmp / f"serve-{endpoint.rsplit(':', 1)[-1].replace('/', '_')}.log"
+    cmd = [sys.executable, "-m", "ai_enhance", "serve", "--endpoint", endpoint,
+           "--models-dir", str(models_dir), "--log-file", str(log), *args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "serve-stderr.log", "ab"),
+                            env=env or serve_env(models_dir), start_new_session=True)
+    b = Backend(endpoint, models_dir, log, proc)
+    deadline = time.monotonic() + wait
+    with Client(endpoint) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {proc.returncode}: "
+                                   f"{(tmp / 'serve-stderr.log').read_text()[-2000:]}")
+            if c.ping(timeout=0.5) is not None:
+                return b
+    b.stop()
+    raise RuntimeError("serve did not answer within %.0f s" % wait)
+
+
+def have_exe(name: str) -> bool:
+    return shutil.which(name) is not None
