@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""AI Enhance for GIMP 3: Filters > AI Enhance > Upscale... / Restore Faces...
+
+A thin client: pixels go to the local ai-enhance backend over ZeroMQ (started on demand), the
+result comes back as a NEW layer directly above the source, masked by the selection (or by what
+the model found, e.g. faces), its opacity set by `strength`.  The source layer is never written.
+The whole change is one undo step.
+
+Every GIMP call of the plug-in is in this file; rectangle and mask arithmetic live in the pure
+modules ai_enhance_client/geometry.py and masks.py, the table of filters in ai_enhance_filters.py.
+Imports: gi, the standard library and (through ai_enhance_client) pyzmq.  numpy is not needed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
+from ai_enhance_filters import BY_NAME, FILTERS, MENU_PATH, layer_name, model_choices, transport  # noqa: E402
+
+#: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
+BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
+
+
+class UserError(Exception):
+    """Something the user can fix; the text is shown as is (one line with a hint)."""
+
+
+# --------------------------------------------------------------------------- GIMP helpers
+
+def _precision_component(image) -> str:
+    """U8 / U16 / U32 / HALF / FLOAT / DOUBLE for the image's precision (enum-agnostic: works with
+    PyGObject's int-like enums on 3.0 and Python enums on 3.2)."""
+    prec = image.get_precision()
+    for comp in ("U8", "U16", "U32", "HALF", "FLOAT", "DOUBLE"):
+        for trc in ("LINEAR", "NON_LINEAR", "PERCEPTUAL"):
+            member = getattr(Gimp.Precision, f"{comp}_{trc}", None)
+            if member is not None and prec == member:
+                return comp
+    raise UserError(f"unsupported image precision {prec}; convert with Image > Precision first")
+
+
+def _offsets(drawable) -> tuple[int, int]:
+    r = drawable.get_offsets()
+    if isinstance(r, tuple) and len(r) == 3:   # (ok, x, y)
+        return int(r[1]), int(r[2])
+    return int(r[0]), int(r[1])
+
+
+def _rect(box: geometry.Box):
+    return Gegl.Rectangle.new(box.x, box.y, box.width, box.height)
+
+
+def _target_layer(image, drawables):
+    if not drawables or len(drawables) != 1:
+        raise UserError("select exactly one layer in the Layers dialog, then run the filter again")
+    d = drawables[0]
+    if d.is_layer_mask() or d.is_channel() or not d.is_layer():
+        raise UserError("the active drawable is not a layer (a mask or channel?); click a layer's "
+                        "thumbnail in the Layers dialog, then run the filter again")
+    if d.is_group_layer():
+        raise UserError("the active layer is a layer group; pick a pixel layer inside it "
+                        "(or merge the group first)")
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED or d.is_indexed():
+        raise UserError("indexed images are not supported; convert with Image > Mode > RGB first")
+    return d
+
+
+def _progress(text: str) -> None:
+    Gimp.progress_init(text)
+
+
+def _make_progress_callback(title: str):
+    state = {"text": None}
+
+    def on_progress(fraction: float, text: str) -> None:
+        Gimp.progress_update(max(0.0, min(1.0, float(fraction))))
+        if text and text != state["text"]:
+            state["text"] = text
+            Gimp.progress_set_text(f"{title}: {text}")
+
+    return on_progress
+
+
+def _on_wait(text: str) -> None:
+    Gimp.progress_set_text(text)
+    Gimp.progress_pulse()
+
+
+def _import_client():
+    try:
+        from ai_enhance_client import client, protocol
+    except ImportError as e:  # pyzmq missing from GIMP's Python
+        raise UserError(f"the plug-in cannot import pyzmq ({e}); install it for GIMP's Python "
+                        "(Debian/Ubuntu: apt install python3-zmq) or re-run the installer") from None
+    return client, protocol
+
+
+# --------------------------------------------------------------------------- one run
+
+class Job:
+    """One filter run on one layer, from reading pixels to the finished layer."""
+
+    def __init__(self, spec, image, source, *, model: str, scale: int, strength: float,
+                 tile: int = 0, mask_mode: str = "selection"):
+        self.spec, self.image, self.source = spec, image, source
+        self.model, self.scale, self.strength = model, int(scale), float(strength)
+        self.tile, self.mask_mode = int(tile), mask_mode
+        self.client = None
+        self.caps = None
+
+    # -- backend
+    def connect(self):
+        client_mod, _ = _import_client()
+        if self.client is None:
+            self.client = client_mod.Client()
+        _progress(f"{self.spec.title}: connecting to the backend\u2026")
+        try:
+            self.caps = self.client.ensure_backend(wait=BACKEND_START_WAIT, on_wait=_on_wait)
+        except client_mod.ClientError as e:
+            raise UserError(str(e)) from None
+        return self.caps
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+    # -- the job
+    def run(self):
+        if not self.model:
+            raise UserError("no model given; pick one in the dialog or pass `model`")
+        image, src = self.image, self.source
+        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        tr = transport(_precision_component(image), gray=gray, alpha=src.has_alpha())
+        has_selection = not Gimp.Selection.is_empty(image)
+        selection = None
+        if has_selection:
+            ok, x, y, w, h = src.mask_intersect()
+            selection = geometry.Box(x, y, w, h) if ok else geometry.Box(0, 0, 0, 0)
+        offsets = _offsets(src)
+        try:
+            plan = geometry.plan_job(layer_size=(src.get_width(), src.get_height()),
+                                     layer_offsets=offsets,
+                                     image_size=(image.get_width(), image.get_height()),
+                                     selection=selection, scale=self.scale, margin=self.spec.margin)
+        except geometry.GeometryError as e:
+            raise UserError(str(e)) from None
+
+        # Pixels are read BEFORE anything changes (scale > 1 resamples the image afterwards).
+        pixels = src.get_buffer().get(_rect(plan.crop), 1.0, tr.babl_format, Gegl.AbyssPolicy.CLAMP)
+
+        client_mod, P = _import_client()
+        if self.caps is None:
+            self.connect()
+        _progress(f"{self.spec.title} ({self.model} \u00d7{self.scale})")
+        spec_in = P.ImageSpec(plan.crop.width, plan.crop.height, tr.channels, P.DType(tr.dtype))
+        roi = None if plan.whole_layer else P.Rect(*plan.roi.as_tuple())
+        try:
+            result = self.client.enhance(
+                op=self.spec.op, model=self.model, spec=spec_in, pixels=pixels, scale=self.scale,
+                tile=self.tile, roi=roi, on_progress=_make_progress_callback(self.spec.title))
+        except client_mod.ClientError as e:
+            raise UserError(str(e)) from None
+        self._check_result(plan, result, tr)
+        Gimp.progress_update(1.0)
+
+        info = result.info or {}
+        faces = info.get("faces")
+        if self.mask_mode == "faces" and self.spec.result_mask and isinstance(faces, list) and not faces:
+            # Nothing found: a layer with an all-black mask would only confuse.
+            msg = info.get("message") or "no faces found in the processed area"
+            Gimp.message(f"{self.spec.title}: {msg}; nothing was added")
+            return None
+        return self._apply(plan, result, tr, has_selection)
+
+    def _check_result(self, plan, result, tr) -> None:
+        s = result.spec
+        try:
+            geometry.check_result_size(plan, s.width, s.height)
+        except geometry.GeometryError as e:
+            raise UserError(str(e)) from None
+        if s.channels != tr.channels or s.dtype.value != tr.dtype:
+            raise UserError(f"the backend returned {s.channels} channels {s.dtype.value}, expected "
+                            f"{tr.channels} {tr.dtype}; install the plug-in and the backend from "
+                            "the same release")
+
+    def _apply(self, plan, result, tr, has_selection):
+        """Everything that changes the image: one undo group, cleaned up on error."""
+        image, src = self.image, self.source
+        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        source_mask = masks.choose_mask(self.mask_mode, has_selection=has_selection,
+                                        result_masks=tuple(result.masks),
+                                        result_mask_name=self.spec.result_mask or "faces")
+        ow, oh = plan.out_size
+        new = None
+        scaled = False
+        image.undo_group_start()
+        try:
+            if plan.scale > 1:
+                Gimp.context_push()
+                try:
+                    Gimp.context_set_interpolation(Gimp.InterpolationType.NOHALO)
+                    image.scale(plan.image_size[0], plan.image_size[1])
+                finally:
+                    Gimp.context_pop()
+                scaled = True
+            # Where the source lies now (GIMP scales offsets by the same integer factor).
+            sx, sy = _offsets(src)
+            ox, oy = sx + plan.box.x * plan.scale, sy + plan.box.y * plan.scale
+
+            layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+            new = Gimp.Layer.new(image, layer_name(self.spec, self.model, plan.scale), ow, oh,
+                                 layer_type, 100.0, Gimp.LayerMode.NORMAL)
+            image.insert_layer(new, src.get_parent(), image.get_item_position(src))
+            new.set_offsets(ox, oy)
+            buf = new.get_buffer()
+            buf.set(Gegl.Rectangle.new(0, 0, ow, oh), tr.babl_format, result.pixels)
+            buf.flush()
+            new.update(0, 0, ow, oh)
+
+            self._add_mask(new, source_mask, result, (ox, oy, ow, oh))
+            new.set_opacity(masks.opacity_percent(self.strength))
+        except Exception:
+            if new is not None:
+                try:
+                    image.remove_layer(new)
+                except Exception:  # noqa: BLE001 - cleanup must not hide the first error
+                    pass
+            if scaled:
+                Gimp.message(f"{self.spec.title}: failed after scaling the image; Edit > Undo "
+                             "restores the original size")
+            raise
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+        return new
+
+    def _add_mask(self, new, source, result, rect) -> None:
+        M = masks.MaskSource
+        if source is M.SELECTION:
+            mask = new.create_mask(Gimp.AddMaskType.SELECTION)
+            new.add_mask(mask)
+            return
+        mask = new.create_mask(Gimp.AddMaskType.WHITE)
+        new.add_mask(mask)
+        if source is M.WHITE:
+            return
+        ox, oy, ow, oh = rect
+        mspec, data = result.masks[self.spec.result_mask]
+        if (mspec.width, mspec.height, mspec.channels, mspec.dtype.value) != (ow, oh, 1, "u8"):
+            raise UserError(f"the backend's '{self.spec.result_mask}' mask is {mspec.width}x"
+                            f"{mspec.height}x{mspec.channels} {mspec.dtype.value}, expected "
+                            f"{ow}x{oh} u8; install the plug-in and backend from the same release")
+        if source is M.RESULT_X_SELECTION:
+            sel = self.image.get_selection().get_buffer().get(
+                Gegl.Rectangle.new(ox, oy, ow, oh), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)
+            data = masks.multiply(data, sel)
+        mbuf = mask.get_buffer()
+        mbuf.set(Gegl.Rectangle.new(0, 0, ow, oh), "Y u8", data)
+        mbuf.flush()
+        mask.update(0, 0, ow, oh)
+
+
+# --------------------------------------------------------------------------- dialog
+
+def _dialog(procedure, config, spec, caps) -> bool:
+    """The interactive dialog: the model list comes from the backend (installed models first);
+    every other control is GIMP's own for the procedure's arguments (last values remembered)."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+
+    GimpUi.init("ai-enhance")
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=spec.title)
+    others = ["scale", "strength"]
+    if spec.tile_argument:
+        others.append("tile-size")
+    if spec.mask_argument:
+        others.append("mask")
+
+    current = config.get_property("model") or spec.default_model
+    choices = model_choices(caps, spec.op, current)
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    label = Gtk.Label.new_with_mnemonic("_Model")
+    combo = Gtk.ComboBoxText()
+    for mid, text in choices:
+        combo.append(mid, text)
+    label.set_mnemonic_widget(combo)
+    if not combo.set_active_id(current) and choices:
+        combo.set_active(0)
+    if combo.get_active_id():
+        config.set_property("model", combo.get_active_id())
+    combo.connect("changed", lambda c: c.get_active_id() and config.set_property("model", c.get_active_id()))
+    row.pack_start(label, False, False, 0)
+    row.pack_start(combo, True, True, 0)
+    dialog.fill(others)
+    content = dialog.get_content_area()
+    content.pack_start(row, False, False, 6)
+    content.reorder_child(row, 0)
+    if not choices:
+        hint = Gtk.Label(label="The backend lists no models: run `ai-enhance models list`.")
+        content.pack_start(hint, False, False, 0)
+    row.show_all()
+    _test_autorespond(dialog, combo, config, choices)
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
+def _test_autorespond(dialog, combo, config, choices) -> None:
+    """For the end-to-end tests only (a headless GIMP has nobody to click OK): when
+    AI_ENHANCE_DIALOG_AUTORESPONSE is "ok" or "cancel" (or names a file holding one of them),
+    report what the dialog shows to the JSON file AI_ENHANCE_DIALOG_REPORT and answer it
+    shortly after it appears."""
+    answer = os.environ.get("AI_ENHANCE_DIALOG_AUTORESPONSE")
+    if answer and os.path.isfile(answer):
+        with open(answer) as f:
+            answer = f.read().strip()
+    if answer not in ("ok", "cancel"):
+        return
+    from gi.repository import Gtk
+
+    def respond():
+        report = {"choices": [mid for mid, _ in choices], "active": combo.get_active_id(),
+                  "values": {name: _jsonable(config.get_property(name))
+                             for name in ("model", "scale", "strength")},
+                  "title": dialog.get_title()}
+        path = os.environ.get("AI_ENHANCE_DIALOG_REPORT")
+        if path:
+            import json
+            with open(path, "w") as f:
+                json.dump(report, f)
+        dialog.response(Gtk.ResponseType.OK if answer == "ok" else Gtk.ResponseType.CANCEL)
+        return False
+
+    GLib.timeout_add(200, respond)
+
+
+def _jsonable(v):
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+# --------------------------------------------------------------------------- registration
+
+def _error(procedure, message: str):
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                       GLib.Error(str(message)))
+
+
+def _success(layer):
+    return Gimp.ValueArray.new_from_values([
+        GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+        GObject.Value(Gimp.Layer, layer),
+    ])
+
+
+class AIEnhance(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [f.proc_name for f in FILTERS]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        spec = BY_NAME[name]
+        p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        p.set_image_types("RGB*, GRAY*")
+        p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        p.set_menu_label(spec.menu_label)
+        p.add_menu_path(MENU_PATH)
+        p.set_documentation(spec.blurb, spec.help, name)
+        p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
+        rw = GObject.ParamFlags.READWRITE
+        p.add_string_argument("model", "_Model", "Model id (see `ai-enhance models list`)",
+                              spec.default_model, rw)
+        p.add_int_argument("scale", "Sc_ale", "Output scale; 1 keeps the size, >1 scales the "
+                           "whole image first", 1, spec.scale_max, spec.scale_default, rw)
+        p.add_double_argument("strength", "S_trength", "Opacity of the new layer (0..1)",
+                              0.0, 1.0, 1.0, rw)
+        if spec.tile_argument:
+            p.add_int_argument("tile-size", "T_ile size", "Tile size in pixels; 0 = automatic",
+                               0, 8192, 0, rw)
+        if spec.mask_argument:
+            choice = Gimp.Choice.new()
+            choice.add("faces", 0, "Faces", "Mask the new layer to the restored faces")
+            choice.add("selection", 1, "Selection", "Mask the new layer with the selection")
+            choice.add("full", 2, "Full", "Show the whole new layer")
+            p.add_choice_argument("mask", "Mas_k", "Layer mask of the result", choice, "faces", rw)
+        p.add_layer_return_value("layer", "Layer", "The new layer (none when nothing was added)",
+                                 True, rw)
+        return p
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        spec = BY_NAME[procedure.get_name()]
+        job = None
+        try:
+            source = _target_layer(image, drawables)
+            job = Job(spec, image, source, model="", scale=1, strength=1.0)
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                caps = job.connect()
+                if not _dialog(procedure, config, spec, caps):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            job.model = (config.get_property("model") or "").strip()
+            job.scale = int(config.get_property("scale"))
+            job.strength = float(config.get_property("strength"))
+            job.tile = int(config.get_property("tile-size")) if spec.tile_argument else 0
+            job.mask_mode = str(config.get_property("mask")) if spec.mask_argument else "selection"
+            layer = job.run()
+            return _success(layer)
+        except UserError as e:
+            return _error(procedure, f"{spec.title}: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug: say so in one line, details on stderr
+            traceback.print_exc()
+            return _error(procedure, f"{spec.title}: internal error ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); please report it with "
+                                     "GIMP's error console output")
+        finally:
+            try:
+                Gimp.progress_end()
+            except Exception:  # noqa: BLE001
+                pass
+            if job is not None:
+                job.close()
+
+
+Gimp.main(AIEnhance.__gtype__, sys.argv)

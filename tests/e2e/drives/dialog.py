@@ -1,0 +1,62 @@
+"""Runs inside GIMP (with an X server): the INTERACTIVE path of Upscale...  The plug-in's test hook
+answers the dialog (AI_ENHANCE_DIALOG_AUTORESPONSE) and reports what it showed."""
+import json
+import os
+
+from drive_lib import *  # noqa: F403
+
+UP = "python-fu-ai-enhance-upscale"
+REPORT = os.environ["AI_ENHANCE_DIALOG_REPORT"]
+ANSWER = os.environ["AI_ENHANCE_DIALOG_AUTORESPONSE"]   # a file: the answer for the next dialog
+
+
+def _interactive(img, layer, answer="ok", **props):
+    with open(ANSWER, "w") as f:
+        f.write(answer)
+    if os.path.exists(REPORT):
+        os.remove(REPORT)
+    proc = Gimp.get_pdb().lookup_procedure(UP)
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [layer])
+    for k, v in props.items():
+        cfg.set_property(k, v)
+    before = describe(img)
+    result = proc.run(cfg)
+    status = result.index(0)
+    out = {"status": getattr(status, "value_nick", None) or str(status),
+           "success": status == Gimp.PDBStatusType.SUCCESS, "before": before, "after": describe(img)}
+    if status == Gimp.PDBStatusType.SUCCESS and result.length() > 1 and result.index(1) is not None:
+        out["layer_id"] = result.index(1).get_id()
+    elif status != Gimp.PDBStatusType.SUCCESS:
+        out["error"] = Gimp.get_pdb().get_last_error()
+    out["dialog"] = json.load(open(REPORT)) if os.path.exists(REPORT) else None
+    return out
+
+
+def _img():
+    img = new_image(24, 20)
+    layer = add_layer(img, "src", 24, 20, fmt="R'G'B' u8", data=pattern(24 * 20 * 3, 30))
+    return img, layer
+
+
+@case
+def ok_with_given_values():
+    img, layer = _img()
+    return _interactive(img, layer, model=PARAMS["model"], scale=1, strength=0.5)
+
+
+@case
+def ok_again_remembers_last_values():
+    img, layer = _img()
+    return _interactive(img, layer)     # a fresh config: GIMP fills in the last values
+
+
+@case
+def cancel():
+    img, layer = _img()
+    return _interactive(img, layer, answer="cancel", scale=2)
+
+
+finish()

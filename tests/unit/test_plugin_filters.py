@@ -1,0 +1,112 @@
+"""The plug-in's filter table and transport decisions (plugin/ai-enhance/ai_enhance_filters.py)."""
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path(__file__).resolve().parents[2] / "plugin" / "ai-enhance"
+sys.path.insert(0, str(PLUGIN))
+
+import ai_enhance_filters as F  # noqa: E402
+from ai_enhance_client import protocol as P  # noqa: E402
+
+
+def test_filter_table():
+    names = [f.proc_name for f in F.FILTERS]
+    assert len(set(names)) == len(names)
+    assert names[:2] == ["python-fu-ai-enhance-upscale", "python-fu-ai-enhance-faces"]
+    for f in F.FILTERS:
+        assert f.proc_name.startswith("python-fu-ai-enhance-")
+        P.Op(f.op)                                   # a real protocol operation
+        assert 1 <= f.scale_default <= f.scale_max <= P.MAX_SCALE
+        assert f.default_model and f.title.startswith("AI ")
+        assert "..." in f.menu_label                 # it opens a dialog
+        assert F.BY_NAME[f.proc_name] is f
+        assert not f.mask_argument or f.result_mask  # mask mode "faces" needs a backend mask
+    up, faces = F.BY_NAME["python-fu-ai-enhance-upscale"], F.BY_NAME["python-fu-ai-enhance-faces"]
+    assert (up.op, up.default_model, up.scale_max, up.tile_argument, up.mask_argument) == \
+        ("upscale", "realesrgan-x4plus", 8, True, False)
+    assert (faces.op, faces.default_model, faces.scale_max, faces.mask_argument, faces.result_mask) == \
+        ("faces", "gfpgan-v1.4", 4, True, "faces")
+
+
+def test_layer_name():
+    up = F.BY_NAME["python-fu-ai-enhance-upscale"]
+    assert F.layer_name(up, "realesrgan-x4plus", 2) == "AI Upscale realesrgan-x4plus \u00d72"
+
+
+@pytest.mark.parametrize("component, gray, alpha, fmt, channels, dtype", [
+    ("U8", False, False, "R'G'B' u8", 3, "u8"),
+    ("U8", False, True, "R'G'B'A u8", 4, "u8"),
+    ("U8", True, False, "Y' u8", 1, "u8"),
+    ("U8", True, True, "Y'A u8", 2, "u8"),
+    ("U16", False, True, "R'G'B'A u16", 4, "u16"),
+    ("U16", True, False, "Y' u16", 1, "u16"),
+    ("U32", False, False, "R'G'B' float", 3, "f32"),
+    ("HALF", False, True, "R'G'B'A float", 4, "f32"),
+    ("FLOAT", True, True, "Y'A float", 2, "f32"),
+    ("DOUBLE", False, False, "R'G'B' float", 3, "f32"),
+    ("u16", False, False, "R'G'B' u16", 3, "u16"),          # case-insensitive
+])
+def test_transport(component, gray, alpha, fmt, channels, dtype):
+    t = F.transport(component, gray=gray, alpha=alpha)
+    assert (t.babl_format, t.channels, t.dtype) == (fmt, channels, dtype)
+    P.DType(t.dtype)
+    # never narrower than the image: only U8 images travel as u8
+    assert (t.dtype == "u8") == (component.upper() == "U8")
+
+
+def test_transport_rejects_unknown_precision():
+    with pytest.raises(ValueError, match="unsupported precision"):
+        F.transport("U64", gray=False, alpha=False)
+
+
+CAPS = {"models": [
+    {"id": "realesrgan-x4plus", "name": "Real-ESRGAN x4plus", "installed": True, "ops": ["upscale"], "scale": 4},
+    {"id": "gfpgan-v1.4", "name": "GFPGAN v1.4", "installed": True, "ops": ["faces"], "scale": 1},
+    {"id": "aaa-missing", "name": "AAA not here", "installed": False, "ops": ["upscale"], "scale": 4},
+    {"id": "nearest-x4", "name": "nearest-x4", "installed": True, "ops": ["upscale"], "scale": 4,
+     "status": "custom"},
+    {"id": "anything", "name": "Anything", "installed": True},            # no ops: offered everywhere
+    {"id": "retinaface-mobile0.25", "name": "RetinaFace", "installed": True, "ops": [],
+     "role": "face_detector"},
+    {"id": "realesr-general-wdn-x4v3", "name": "wdn", "installed": True, "ops": ["upscale"],
+     "role": "companion"},
+    {"id": "parsenet", "name": "ParseNet", "installed": True, "ops": []},
+    {"name": "no id"}, "junk",
+]}
+
+
+def test_model_choices_installed_first_and_filtered_by_op():
+    ids = [mid for mid, _ in F.model_choices(CAPS, "upscale")]
+    assert ids == ["anything", "nearest-x4", "realesrgan-x4plus", "aaa-missing"]
+    labels = dict(F.model_choices(CAPS, "upscale"))
+    assert labels["aaa-missing"].endswith("not installed")
+    assert "[custom]" in labels["nearest-x4"] and "\u00d74" in labels["realesrgan-x4plus"]
+    assert [m for m, _ in F.model_choices(CAPS, "faces")] == ["anything", "gfpgan-v1.4"]
+
+
+def test_model_choices_keeps_current_and_tolerates_no_backend():
+    assert F.model_choices(None, "upscale", "my-model") == [("my-model", "my-model")]
+    assert F.model_choices({"capabilities": CAPS}, "faces", "gfpgan-v1.4")[1][0] == "gfpgan-v1.4"
+    assert F.model_choices(CAPS, "upscale", "custom-x")[0] == ("custom-x", "custom-x")
+
+
+def test_plugin_module_keeps_gimp_calls_in_one_file_and_imports_no_numpy():
+    """ai-enhance.py: the only module touching gi; pure modules import neither gi nor numpy at
+    module level; the plug-in never requires numpy."""
+    main = (PLUGIN / "ai-enhance.py").read_text()
+    assert main.startswith("#!/usr/bin/env python3\n")
+    assert (PLUGIN / "ai-enhance.py").stat().st_mode & 0o111, "ai-enhance.py must be executable"
+    top = {n.names[0].name.split(".")[0] for n in ast.parse(main).body if isinstance(n, ast.Import)}
+    top |= {n.module.split(".")[0] for n in ast.parse(main).body
+            if isinstance(n, ast.ImportFrom) and n.module}
+    assert "numpy" not in top and "gi" in top
+    for pure in [PLUGIN / "ai_enhance_filters.py", *(PLUGIN / "ai_enhance_client").glob("*.py")]:
+        tree = ast.parse(pure.read_text())
+        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "gi" not in mods, pure
+        toplevel = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        assert "numpy" not in toplevel, f"{pure.name} must not need numpy"
