@@ -19,6 +19,11 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+# pyzmq unpacked here by the installer for a GIMP that bundles its own Python (Windows, macOS,
+# Flatpak, Snap): searched after the plug-in's own modules, before site-packages.
+VENDOR = os.path.join(HERE, "vendor")
+if os.path.isdir(VENDOR) and VENDOR not in sys.path:
+    sys.path.insert(1, VENDOR)
 
 import gi  # noqa: E402
 

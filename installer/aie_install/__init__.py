@@ -1,0 +1,1 @@
+"""gimp-ai-enhance installer (standard library only)."""
