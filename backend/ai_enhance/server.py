@@ -158,6 +158,8 @@ class Server:
         self.bind()
         worker = threading.Thread(target=self._worker, name="ai-enhance-worker", daemon=True)
         worker.start()
+        caps = self.engine.capabilities()   # import torch and probe devices now, not at the first ping
+        log.info("device: %s", caps.get("device"))
         log.info("serving on %s (pid %d, models %s)", self.cfg.endpoint, os.getpid(), self.cfg.models_dir)
         try:
             self._loop()
@@ -384,13 +386,14 @@ class Server:
 
     def _run(self, job: Job, post) -> None:
         t0 = time.monotonic()
-        last = [0.0]
+        last = [0.0, -1.0]   # time, fraction of the last progress sent
 
         def progress(fraction: float, text: str = "") -> None:
+            # every step of 2 % or more (a tile of a small job) goes out; finer ones at most 20/s
             now = time.monotonic()
-            if fraction < 1.0 and now - last[0] < 0.05:
+            if fraction < 1.0 and now - last[0] < 0.05 and fraction - last[1] < 0.02:
                 return
-            last[0] = now
+            last[:] = [now, fraction]
             post(job, P.progress_reply(job.job_id, fraction, text), False)
 
         try:

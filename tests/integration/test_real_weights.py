@@ -114,8 +114,14 @@ def test_x4plus_matches_upstream_realesrganer(real_models_dir, engine):
     # same tiling: upstream tile=32 + tile_pad=10 feeds the model 52 px extents -> our tile=52
     at, bt = ours(engine, "realesrgan-x4plus", img, 52), theirs(RealESRGANer, net(), path, img, 32)
     assert psnr(at, bt) >= 40
-    # and our tiles leave no seams
-    assert psnr(at, a) >= 45
+    # at that tiny tile both sides have seams (10 px of context cannot hold RRDB's receptive
+    # field); ours are no worse than upstream's
+    assert psnr(at, a) >= psnr(bt, b) - 0.5
+    # with the engine's default 32 px of context the tile edge is invisible: a region computed
+    # from its surroundings only (roi + 32 px, not the whole image) equals the untiled result
+    part = ours(engine, "realesrgan-x4plus", img, 0, roi=(0, 0, 24, 24))
+    assert part.shape == (96, 96, 3)
+    assert psnr(part, a[:96, :96]) >= 45
 
 
 @pytest.mark.slow

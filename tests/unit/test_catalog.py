@@ -1,0 +1,164 @@
+"""The model catalogue (backend/ai_enhance/catalog.json) is well-formed data."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+CATALOG = Path(__file__).resolve().parents[2] / "backend" / "ai_enhance" / "catalog.json"
+
+REQUIRED_IDS = {
+    "realesrgan-x4plus": "RealESRGAN_x4plus.pth",
+    "realesrgan-x2plus": "RealESRGAN_x2plus.pth",
+    "realesr-general-x4v3": "realesr-general-x4v3.pth",
+    "realesr-general-wdn-x4v3": "realesr-general-wdn-x4v3.pth",
+    "realesr-animevideov3": "realesr-animevideov3.pth",
+    "realesrgan-x4plus-anime": "RealESRGAN_x4plus_anime_6B.pth",
+    "gfpgan-v1.4": "GFPGANv1.4.pth",
+    "gfpgan-v1.3": "GFPGANv1.3.pth",
+    "restoreformer-pp": "RestoreFormer++.ckpt",
+    "codeformer": "codeformer.pth",
+    "retinaface-resnet50": "detection_Resnet50_Final.pth",
+    "retinaface-mobile0.25": "detection_mobilenet0.25_Final.pth",
+    "parsenet": "parsing_parsenet.pth",
+}
+OFFICIAL_HOSTS = {  # the projects' own GitHub release pages
+    "realesrgan": "/xinntao/Real-ESRGAN/releases/download/",
+    "gfpgan": "/TencentARC/GFPGAN/releases/download/",
+    "facexlib": "/xinntao/facexlib/releases/download/",
+    "codeformer": "/sczhou/CodeFormer/releases/download/",
+    "ffdnet": "/cszn/KAIR/releases/download/",
+}
+KNOWN_OPS = {"upscale", "faces", "denoise", "sharpen", "restore", "colorize"}
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")   # also a valid protocol model name
+
+
+def _pairs_no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    dup = {k for k in keys if keys.count(k) > 1}
+    assert not dup, f"duplicate JSON keys {dup}"
+    return dict(pairs)
+
+
+@pytest.fixture(scope="module")
+def entries() -> list[dict]:
+    data = json.loads(CATALOG.read_text("utf-8"), object_pairs_hook=_pairs_no_duplicates)
+    assert isinstance(data, dict) and isinstance(data["models"], list)
+    return data["models"]
+
+
+def test_required_entries_with_official_file_names(entries):
+    by_id = {e["id"]: e for e in entries}
+    for mid, fname in REQUIRED_IDS.items():
+        assert mid in by_id, mid
+        assert by_id[mid]["file"] == fname
+
+
+def test_ids_and_files_unique(entries):
+    ids = [e["id"] for e in entries]
+    files = [e["file"].casefold() for e in entries]
+    assert len(ids) == len(set(ids))
+    assert len(files) == len(set(files))
+    for i in ids:
+        assert ID_RE.match(i), i
+
+
+def test_every_entry_is_complete(entries):
+    for e in entries:
+        for key in ("id", "name", "file", "url", "family", "ops", "scale"):
+            assert key in e and e[key] not in ("", None), (e["id"], key)
+        assert "sha256" in e and "size" in e and "role" in e
+        assert isinstance(e["ops"], list) and set(e["ops"]) <= KNOWN_OPS, e["id"]
+        assert isinstance(e["scale"], int) and 1 <= e["scale"] <= 8
+        if e["size"] is not None:
+            assert isinstance(e["size"], int) and e["size"] > 1000
+        assert Path(e["file"]).suffix in (".pth", ".ckpt", ".safetensors")
+        assert "/" not in e["file"] and "\\" not in e["file"]
+        # selectable models do something; support files do nothing by themselves
+        if e["role"] is None:
+            assert e["ops"], e["id"]
+
+
+def test_urls_are_pinned_https_release_assets(entries):
+    for e in entries:
+        u = urlsplit(e["url"])
+        assert u.scheme == "https" and u.netloc == "github.com", e["url"]
+        assert "/releases/download/" in u.path, e["url"]
+        tag = u.path.split("/releases/download/")[1].split("/")[0]
+        assert tag and tag != "latest", e["url"]          # pinned to a release tag
+        assert not u.query and not u.fragment
+        prefix = OFFICIAL_HOSTS.get(e["family"])
+        if prefix:
+            assert u.path.startswith(prefix), (e["id"], e["url"])
+        # the URL's last segment is the official file name (percent-encoded '+' allowed)
+        assert u.path.rsplit("/", 1)[1].replace("%2B", "+") == e["file"]
+
+
+def test_sha256_are_lowercase_hex_or_null(entries):
+    pinned = 0
+    for e in entries:
+        s = e["sha256"]
+        if s is None:
+            continue
+        assert re.fullmatch(r"[0-9a-f]{64}", s), e["id"]
+        pinned += 1
+    assert pinned >= 11
+    shas = [e["sha256"] for e in entries if e["sha256"]]
+    assert len(shas) == len(set(shas))                    # no copy-paste slip
+    # the main upscaler and the default face model are pinned
+    by_id = {e["id"]: e for e in entries}
+    for mid in ("realesrgan-x4plus", "realesr-general-x4v3", "realesr-general-wdn-x4v3",
+                "gfpgan-v1.4", "retinaface-resnet50", "retinaface-mobile0.25"):
+        assert by_id[mid]["sha256"], mid
+
+
+def test_references_resolve(entries):
+    by_id = {e["id"]: e for e in entries}
+    for e in entries:
+        for c in e.get("companions", []):
+            assert c in by_id and c != e["id"], (e["id"], c)
+        if e.get("dni"):
+            d = e["dni"]
+            assert d["companion"] in e.get("companions", [])
+            spec = e["options"][d["option"]]
+            assert spec["min"] == 0 and spec["max"] == 1 and 0 <= spec["default"] <= 1
+            comp = by_id[d["companion"]]
+            assert comp["arch"] == e["arch"] and comp["scale"] == e["scale"]
+        for name, spec in e.get("options", {}).items():
+            assert spec["type"] in ("float", "int", "bool", "str"), (e["id"], name)
+            if spec["type"] in ("float", "int"):
+                assert spec["min"] <= spec["default"] <= spec["max"]
+
+
+def test_support_files_have_roles(entries):
+    roles = {e["id"]: e["role"] for e in entries}
+    assert roles["retinaface-resnet50"] == "face_detector"
+    assert roles["retinaface-mobile0.25"] == "face_detector"
+    assert roles["parsenet"] == "face_parser"
+    assert roles["realesr-general-wdn-x4v3"] == "companion"
+    for mid in ("gfpgan-v1.4", "gfpgan-v1.3", "restoreformer-pp", "codeformer"):
+        assert roles[mid] is None and "faces" in {o for e in entries if e["id"] == mid for o in e["ops"]}
+
+
+def test_adapters_exist_in_backend(entries):
+    from ai_enhance import models
+    for e in entries:
+        if e.get("adapter"):
+            assert e["adapter"] in models.ADAPTERS
+
+
+def test_catalog_is_stdlib_json_readable_by_the_installer():
+    """The installer runs before any venv exists: plain json, no comments, UTF-8."""
+    raw = CATALOG.read_bytes()
+    raw.decode("utf-8")
+    json.loads(raw)
+
+
+def test_backend_reads_the_same_file():
+    from ai_enhance import models
+    assert models.CATALOG_PATH.resolve() == CATALOG.resolve()
+    assert [e["id"] for e in models.load_catalog()] == [
+        e["id"] for e in json.loads(CATALOG.read_text("utf-8"))["models"]]
