@@ -285,36 +285,32 @@ class RowBlender:
         self._wy = axis_weights(row, s)
         self._row_tiles_left = len(self.plan.cols)
 
-    def add(self, tile: Tile, data: np.ndarray) -> None:
-        s = self.scale
-        r, c = tile.row, tile.col
+    def _enter_row(self, r) -> None:
         if self._row is None or self._row_tiles_left == 0:
             self._start_row(r)
         elif r != self._row:
             raise ValueError("tiles fed out of plan order")
+
+    def add(self, tile: Tile, data: np.ndarray) -> None:
+        """Blend one tile's model output (its whole EXTENT, at output scale) into the result."""
+        s = self.scale
+        r, c = tile.row, tile.col
         if data.ndim == 2:
             data = data[:, :, None]
         if data.shape[0] != r.ext_len * s or data.shape[1] != c.ext_len * s:
             raise ValueError(f"tile data is {data.shape[:2]}, extent needs "
                              f"{(r.ext_len * s, c.ext_len * s)}")
+        self._enter_row(r)   # sets the row weights used just below
         ys, xs = (r.sup0 - r.ext0) * s, (c.sup0 - c.ext0) * s
         part = data[ys: ys + r.sup_len * s, xs: xs + c.sup_len * s]
-        weight = self._wy[:, None, None] * self._wx[c][None, :, None]
-        ox = (c.sup0 - self.plan.roi[0]) * s
-        self._band[:, ox: ox + c.sup_len * s] += part * weight
-        self._row_tiles_left -= 1
-        if self._row_tiles_left == 0:
-            self._finish_row()
+        self.add_support(tile, part * (self._wy[:, None, None] * self._wx[c][None, :, None]))
 
     def add_support(self, tile: Tile, part: np.ndarray) -> None:
         """Like ``add`` for data already cropped to the tile's SUPPORT and multiplied by its
         weights (``np.outer(axis_weights(row), axis_weights(col))``), e.g. on a GPU."""
         s = self.scale
         r, c = tile.row, tile.col
-        if self._row is None or self._row_tiles_left == 0:
-            self._start_row(r)
-        elif r != self._row:
-            raise ValueError("tiles fed out of plan order")
+        self._enter_row(r)
         if part.ndim == 2:
             part = part[:, :, None]
         if part.shape[0] != r.sup_len * s or part.shape[1] != c.sup_len * s:

@@ -90,18 +90,9 @@ def make_gfpgan(path: Path, seed: int = 0) -> Path:
 
 def make_nearest_compact(path: Path, scale: int) -> Path:
     """SRVGGNetCompact with its last conv zeroed: output == nearest-neighbour upscale of the input."""
-    import torch
-    from spandrel.architectures.Compact import Compact
+    from testkit import make_compact
 
-    torch.manual_seed(1)
-    net = Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
-    sd = net.state_dict()
-    last = max((k for k in sd if k.startswith("body.") and k.endswith(".weight")),
-               key=lambda k: int(k.split(".")[1]))
-    sd[last].zero_()
-    sd[last.replace(".weight", ".bias")].zero_()
-    torch.save({"params": sd}, path)
-    return path
+    return make_compact(path, scale=scale, zero_last=True, seed=1)
 
 
 class Recorder:
