@@ -306,10 +306,9 @@ class Engine:
                 del self._cache[key]
                 dropped.append(lm.info.id)
         faces = sys.modules.get(f"{__package__}.faces")   # its detector/parser caches, if ever loaded
-        if faces is not None and faces.unload_idle(self.idle_unload_s):
-            dropped.append("face helpers")
-        if dropped:
-            log.info("unloaded idle models: %s", ", ".join(dropped))
+        helpers = faces.unload_idle(self.idle_unload_s, now) if faces is not None else 0
+        if dropped or helpers:
+            log.info("unloaded idle models: %s", ", ".join(dropped + [f"{helpers} face helper(s)"] * bool(helpers)))
             gc.collect()
             devices.empty_cache(self._device)
         return dropped

@@ -120,9 +120,9 @@ _cache: dict[tuple, list] = {}           # key -> [object, last_used]
 _cache_lock = threading.Lock()
 
 
-def unload_idle(idle_s: float) -> int:
+def unload_idle(idle_s: float, now: float | None = None) -> int:
     """Drop cached face networks unused for ``idle_s`` seconds; returns how many were dropped."""
-    now = time.monotonic()
+    now = time.monotonic() if now is None else now
     with _cache_lock:
         old = [k for k, (_, t) in _cache.items() if now - t >= idle_s]
         for k in old:

@@ -314,6 +314,20 @@ def test_model_cache_and_idle_unload(mdir):
     assert eng.loads == 2                                        # loaded again on demand
 
 
+def test_idle_unload_also_drops_face_helper_networks(mdir):
+    import time
+
+    from ai_enhance import faces
+
+    eng = Engine(ModelStore(mdir), device="cpu", idle_unload_s=60)
+    with faces._cache_lock:
+        faces._cache[("detector", "test")] = [object(), time.monotonic()]
+    assert eng.unload_idle() == []
+    assert ("detector", "test") in faces._cache                  # used just now: kept
+    eng.unload_idle(now=time.monotonic() + 61)
+    assert ("detector", "test") not in faces._cache
+
+
 def test_models_in_use_are_not_unloaded(mdir):
     import time
 
