@@ -26,8 +26,14 @@ fi
 # 2. a real GIMP 3 for the end-to-end tests (cached root folder; skipped tests say why if absent)
 if [ -x "$here/tests/e2e/ensure_gimp_root.sh" ] && [ "${AI_ENHANCE_SKIP_GIMP:-0}" != 1 ]; then
     export AI_ENHANCE_GIMP_ROOT=${AI_ENHANCE_GIMP_ROOT:-$cache/gimp-root-trixie}
-    bash "$here/tests/e2e/ensure_gimp_root.sh" "$AI_ENHANCE_GIMP_ROOT" \
-        || echo "!! could not prepare a GIMP 3 root: end-to-end tests will skip"
+    bash "$here/tests/e2e/ensure_gimp_root.sh" "$AI_ENHANCE_GIMP_ROOT" trixie \
+        || echo "!! could not prepare a GIMP 3.0 root: end-to-end tests will skip"
+    # GIMP 3.2 (Debian sid) as well when asked (CI does): the same suite runs against both
+    if [ "${AI_ENHANCE_GIMP32:-0}" = 1 ]; then
+        export AI_ENHANCE_GIMP32_ROOT=${AI_ENHANCE_GIMP32_ROOT:-$cache/gimp-root-sid}
+        bash "$here/tests/e2e/ensure_gimp_root.sh" "$AI_ENHANCE_GIMP32_ROOT" sid \
+            || { echo "!! could not prepare a GIMP 3.2 root: its end-to-end runs will skip"; unset AI_ENHANCE_GIMP32_ROOT; }
+    fi
 fi
 
 # 3. the suite
