@@ -19,9 +19,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     "$venv/bin/pip" install -q -r "$here/tests/requirements-test.txt"
     touch "$venv/.complete"
 fi
-# the project itself, editable, every run (fast: no dependency changes)
-"$venv/bin/pip" install -q --no-deps -e "$here" 2>&1 | grep -v "^$" || true
-"$venv/bin/pip" install -q -e "$here" >/dev/null
+# the project itself, editable, every run (fast: its dependencies are already there)
+"$venv/bin/pip" install -q -e "$here"
 
 # 2. a real GIMP 3 for the end-to-end tests (cached root folder; skipped tests say why if absent)
 if [ -x "$here/tests/e2e/ensure_gimp_root.sh" ] && [ "${AI_ENHANCE_SKIP_GIMP:-0}" != 1 ]; then
