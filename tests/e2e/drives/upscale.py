@@ -42,6 +42,11 @@ def feather_s1():
     select_rect(img, 20, 14, 16, 12, feather=8.0)
     out = _run(img, layer, "R'G'B'A u8", model=MODEL, scale=1, strength=1.0)
     out["selection_bounds"] = selection_bounds(img)
+    return with_selection_under_new_layer(img, out)
+
+
+def with_selection_under_new_layer(img, out):
+    """Add the selection's values under the new layer's rectangle (to compare with its mask)."""
     new = [l for l in out["after"]["layers"] if l["id"] == out["run"].get("layer_id")]
     if new:
         x, y = new[0]["offsets"]
@@ -81,12 +86,7 @@ def selection_offsets_s4():
                       data=pattern(40 * 30 * 3, 18))
     select_rect(img, 16, 10, 12, 8)
     out = _run(img, layer, "R'G'B'A u8", model=MODEL, scale=4, strength=1.0)
-    new = [l for l in out["after"]["layers"] if l["id"] == out["run"].get("layer_id")]
-    if new:
-        x, y = new[0]["offsets"]
-        w, h = new[0]["size"]
-        out["selection_under_layer"] = dump_selection(img, (x, y, w, h))
-    return out
+    return with_selection_under_new_layer(img, out)
 
 
 @case
