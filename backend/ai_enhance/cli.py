@@ -196,7 +196,8 @@ def cmd_models(args) -> int:
     print(f"models folder: {store.dir}")
     print(f"{'id':28} {'status':11} {'size':>9}  source")
     for i in infos:
-        size = f"{i.size / 1e6:.1f} MB" if i.size else "-"
+        nbytes = i.path.stat().st_size if i.installed and i.path else i.size   # on disk, else official
+        size = f"{nbytes / 1e6:.1f} MB" if nbytes else "-"
         src = i.file if i.installed else (i.url or "-")
         print(f"{i.id:28} {i.status:11} {size:>9}  {src}")
     return 0
