@@ -597,25 +597,20 @@ class Doctor:
     def check_device(self) -> None:
         try:
             import torch
+            from . import devices
         except Exception as e:
             self.add("device", "fail", f"torch does not import ({type(e).__name__}: {e})",
                      "re-run `python3 installer/install.py` (it installs the torch build for this machine)")
             return
-        try:
-            if torch.cuda.is_available():
-                for i in range(torch.cuda.device_count()):
-                    name = torch.cuda.get_device_name(i)
-                    free, total = torch.cuda.mem_get_info(i)
-                    kind = "ROCm" if getattr(torch.version, "hip", None) else "CUDA"
-                    self.add("device", "ok", f"{kind} GPU {i}: {name}, {free / 2**30:.1f} of "
-                             f"{total / 2**30:.1f} GiB free (torch {torch.__version__})")
-                return
-            mps = getattr(torch.backends, "mps", None)
-            if mps is not None and mps.is_available():
-                self.add("device", "ok", f"Apple GPU (MPS), torch {torch.__version__}")
-                return
+        try:   # the same probe the backend uses to pick its device
+            gpus = [d for d in devices.list_devices() if d.kind != "cpu"]
         except Exception as e:
             self.add("device", "warn", f"GPU probe failed ({type(e).__name__}: {e}); the CPU will be used")
+            return
+        for d in gpus:
+            kind = "ROCm" if d.kind == "cuda" and getattr(torch.version, "hip", None) else d.kind.upper()
+            self.add("device", "ok", f"{kind} GPU: {d.describe()} (torch {torch.__version__})")
+        if gpus:
             return
         build = "CUDA build" if torch.version.cuda else ("ROCm build" if getattr(torch.version, "hip", None)
                                                          else "CPU build")
