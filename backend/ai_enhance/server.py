@@ -144,8 +144,7 @@ class Server:
 
     def _refuse_if_answering(self) -> None:
         from ai_enhance_client.client import Client
-        c = Client(self.cfg.endpoint)
-        c._ctx = self.ctx
+        c = Client(self.cfg.endpoint, context=self.ctx)
         try:
             caps = c.ping(timeout=0.7)
         finally:

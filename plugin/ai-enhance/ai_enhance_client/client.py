@@ -40,11 +40,11 @@ class Client:
     """One DEALER socket to the backend.  Not thread-safe; cheap to create."""
 
     def __init__(self, endpoint: str | None = None, *, settings: Settings | None = None,
-                 idle_timeout: float = 30.0):
+                 idle_timeout: float = 30.0, context: zmq.Context | None = None):
         self.settings = settings or Settings.load()
         self.endpoint = endpoint or self.settings.endpoint
         self.idle_timeout = idle_timeout
-        self._ctx = zmq.Context.instance()
+        self._ctx = context or zmq.Context.instance()
         self._sock = None
 
     # ------------------------------------------------------------------ plumbing
