@@ -65,12 +65,13 @@ class JobOutput:
 
 # --------------------------------------------------------------------------- pixel helpers
 
-_DTYPES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+#: Full-scale value of each pixel type (float: 1.0).
+PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
 
 
 def to_unit_float(a: np.ndarray) -> np.ndarray:
     """uint8 / uint16 / float32 -> float32 in [0, 1] (float: NaN -> 0, clipped)."""
-    peak = _DTYPES.get(a.dtype)
+    peak = PEAK.get(a.dtype)
     if peak is None:
         raise EnhanceError(ErrorKind.BAD_REQUEST, f"pixel type {a.dtype} is not supported",
                            "send u8, u16 or f32 pixels")
@@ -82,7 +83,7 @@ def to_unit_float(a: np.ndarray) -> np.ndarray:
 def from_unit_float(a: np.ndarray, dtype) -> np.ndarray:
     """float in [0, 1] -> ``dtype`` (rounded for integers)."""
     dtype = np.dtype(dtype)
-    peak = _DTYPES[dtype]
+    peak = PEAK[dtype]
     if peak == 1.0:
         return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
     return np.clip(np.rint(a * np.float32(peak)), 0, peak).astype(dtype)
@@ -178,7 +179,7 @@ def _rows_to_numpy(band, channels: int, dtype) -> np.ndarray:
         else:
             raise EnhanceError(ErrorKind.UNSUPPORTED, f"cannot convert {c}-channel pixels to {channels} channels")
     dtype = np.dtype(dtype)
-    peak = _DTYPES[dtype]
+    peak = PEAK[dtype]
     if peak == 1.0:
         return band.clamp(0, 1).cpu().numpy().astype(np.float32, copy=False)
     q = torch.round(band * peak).clamp_(0, peak)
@@ -565,7 +566,7 @@ class Engine:
             image = image[:, :, None]
         if image.ndim != 3 or not 1 <= image.shape[2] <= 4 or image.shape[0] < 1 or image.shape[1] < 1:
             raise EnhanceError(ErrorKind.BAD_REQUEST, f"image shape {image.shape} is not HxWxC with 1..4 channels")
-        if image.dtype not in _DTYPES:
+        if image.dtype not in PEAK:
             raise EnhanceError(ErrorKind.BAD_REQUEST, f"pixel type {image.dtype} is not supported",
                                "send u8, u16 or f32 pixels")
         return image

@@ -36,6 +36,7 @@ import numpy as np
 from ai_enhance_client.protocol import ErrorKind
 
 from . import face_masks as fm
+from .engine import LUMA, PEAK, JobOutput
 from .errors import Cancelled, EnhanceError
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ DETECTORS = (
     ("retinaface-mobile0.25", "detection_mobilenet0.25_Final.pth", "mobile0.25"),
 )
 PARSER = ("parsenet", "parsing_parsenet.pth")
-
-_UNIT = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -91,7 +90,7 @@ def _check_cancel(is_cancelled: Callable[[], bool]) -> None:
 
 def _color_to_rgb01(region: np.ndarray, ncolor: int) -> np.ndarray:
     """Native-dtype HxWxC pixels -> float32 RGB 0..1 (gray repeated, alpha dropped, clipped)."""
-    unit = _UNIT[region.dtype]
+    unit = PEAK[region.dtype]
     c = region[..., :ncolor].astype(np.float32)
     if unit != 1.0:
         c *= 1.0 / unit
@@ -406,12 +405,10 @@ def _sub_request(req, **changes):
 
 def run_faces(engine, req, image: np.ndarray, progress: Callable[[float, str], None],
               is_cancelled: Callable[[], bool]):
-    from .engine import JobOutput
-
     t0 = time.monotonic()
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or not 1 <= image.shape[2] <= 4 or image.dtype not in _UNIT:
+    if image.ndim != 3 or not 1 <= image.shape[2] <= 4 or image.dtype not in PEAK:
         raise EnhanceError(ErrorKind.BAD_REQUEST, f"faces needs an HxWxC image with 1-4 channels of u8/u16/f32, "
                            f"got {image.shape} {image.dtype}", "send RGB(A) or gray(+alpha) pixels")
     h, w, nch = image.shape
@@ -618,11 +615,9 @@ def _blend(out: np.ndarray, acc: np.ndarray, trans: np.ndarray, rect, ncolor: in
     cov = np.maximum(1.0 - trans, 1e-6)
     faces = acc / cov[:, :, None]            # the faces alone, un-premultiplied
     if ncolor == 1:
-        from .engine import LUMA   # the same RGB -> gray as the engine's other ops
-
-        faces = (faces @ LUMA)[:, :, None]
+        faces = (faces @ LUMA)[:, :, None]   # the same RGB -> gray as the engine's other ops
     region = out[gy0:gy1, gx0:gx1]
-    unit = _UNIT[out.dtype]
+    unit = PEAK[out.dtype]
     bgf = region[..., :ncolor].astype(np.float32)
     if unit != 1.0:
         bgf *= 1.0 / unit
