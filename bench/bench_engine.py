@@ -78,7 +78,7 @@ def make_engine(models_dir: Path, device: str):
 
 
 def run_ours(engine, model: str, img: np.ndarray, tile: int) -> tuple[np.ndarray, float, dict]:
-    from ai_enhance.engine import JobRequest
+    from ai_enhance.jobs import JobRequest
     engine.get_model(model)                                      # load outside the timing
     engine.run(JobRequest("upscale", model, 4, 0), img[:16, :16], lambda f, t: None, lambda: False)
     dev = engine.device_info.torch_device
@@ -134,7 +134,7 @@ def rss_child(args) -> None:
         lm = engine.get_model("realesr-animevideov3")
         tile = args.rss_tile or engine.auto_tile(lm)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        from ai_enhance.engine import JobRequest
+        from ai_enhance.jobs import JobRequest
         t0 = time.perf_counter()
         out = engine.run(JobRequest("upscale", "realesr-animevideov3", 4, tile), img, lambda f, t: None,
                          lambda: False)

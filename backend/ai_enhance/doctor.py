@@ -556,7 +556,7 @@ class Doctor:
             self.add("models", "fail", f"cannot list models ({e})", "check the models folder")
             return
         mdir = getattr(store, "dir", None) or getattr(store, "models_dir", None) or self.args.models_dir
-        installed = [i for i in infos if getattr(i, "installed", False)]
+        installed = [i for i in infos if getattr(i, "installed", False) and not getattr(i, "builtin", False)]
         if not installed:
             self.add("models", "fail", f"no model installed in {mdir}",
                      "run `python3 installer/install.py` (downloads the default models) or copy .pth "
@@ -569,22 +569,9 @@ class Doctor:
     def check_model(self, store, info) -> None:
         label = f"model {info.id}"
         status = getattr(info, "status", "")
-        role = getattr(info, "role", None) or ""
         path = Path(str(getattr(info, "path", None) or info.file))
         try:
-            if role in ("face_detector", "face_parser"):
-                # support networks of the face pipeline: built the way faces.py builds them
-                from . import faces
-                if role == "face_detector":
-                    net = next((n for i, f, n in faces.DETECTORS if i == info.id or f == path.name), None)
-                    if net is None:
-                        raise ValueError(f"no facexlib network known for {info.id}")
-                    faces.build_detector(path, net, "cpu")
-                else:
-                    faces.build_parser(path, "cpu")
-            else:
-                loaded = store.load(info, "cpu")
-                del loaded
+            store.load_any(info, "cpu")    # a spandrel model or support network, as the backend loads it
         except Exception as e:
             fix = getattr(e, "hint", "") or "delete the file and re-run `python3 installer/install.py`"
             self.add(label, "fail", f"{path} does not load ({getattr(e, 'message', None) or e})", fix)
@@ -597,7 +584,7 @@ class Doctor:
     def check_device(self) -> None:
         try:
             import torch
-            from . import devices
+            from .runtime import devices
         except Exception as e:
             self.add("device", "fail", f"torch does not import ({type(e).__name__}: {e})",
                      "re-run `python3 installer/install.py` (it installs the torch build for this machine)")

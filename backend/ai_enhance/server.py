@@ -30,11 +30,13 @@ from ai_enhance_client import protocol as P
 
 from . import __version__, paths
 from .errors import Cancelled, EnhanceError
+from .jobs import JobRequest
+from .pixels import NUMPY_OF, WIRE_OF
 
 log = logging.getLogger("ai_enhance.server")
 
-_DTYPES = {P.DType.U8: np.uint8, P.DType.U16: np.dtype("<u2"), P.DType.F32: np.dtype("<f4")}
-_NP_TO_DTYPE = {np.dtype(np.uint8): P.DType.U8, np.dtype("<u2"): P.DType.U16, np.dtype("<f4"): P.DType.F32}
+#: How often the capabilities (model list, devices, loaded models) are rebuilt off the I/O thread.
+CAPS_REFRESH_S = 2.0
 
 
 class ServerError(Exception):
@@ -65,9 +67,9 @@ class ServeConfig:
 class Job:
     identity: bytes
     job_id: str
-    request: object                     # engine.JobRequest
-    image: np.ndarray
-    frames: list                        # keeps the received buffers alive (image is a view)
+    request: JobRequest
+    inputs: dict                        # name -> numpy view of a received frame
+    frames: list                        # keeps the received buffers alive (inputs are views)
     deadline: float | None
     state: JobState = JobState.QUEUED
     last_seen: float = field(default_factory=time.monotonic)
@@ -110,6 +112,7 @@ class Server:
         if engine is None:
             from .engine import Engine
             from .models import ModelStore
+
             engine = Engine(ModelStore(config.models_dir), device=config.device,
                             idle_unload_s=config.idle_unload)
         self.engine = engine
@@ -122,6 +125,9 @@ class Server:
         self.stopping = threading.Event()
         self.started = time.time()
         self.jobs_done = 0
+        self._caps: dict | None = None
+        self._caps_lock = threading.Lock()
+        self._caps_wanted = threading.Event()
 
     # ------------------------------------------------------------ lifecycle
     def bind(self) -> None:
@@ -157,8 +163,9 @@ class Server:
         self.bind()
         worker = threading.Thread(target=self._worker, name="ai-enhance-worker", daemon=True)
         worker.start()
-        caps = self.engine.capabilities()   # import torch and probe devices now, not at the first ping
-        log.info("device: %s", caps.get("device"))
+        self._refresh_caps()   # import torch and probe devices now, not at the first ping
+        log.info("device: %s", self._caps.get("device"))
+        threading.Thread(target=self._caps_loop, name="ai-enhance-caps", daemon=True).start()
         log.info("serving on %s (pid %d, models %s)", self.cfg.endpoint, os.getpid(), self.cfg.models_dir)
         try:
             self._loop()
@@ -176,6 +183,31 @@ class Server:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    # ------------------------------------------------------------ capabilities (own thread)
+    def _refresh_caps(self) -> None:
+        """Rebuild the capabilities: listing the models may hash a newly dropped file, probing
+        devices may take a while: never on the I/O thread, which must answer heartbeats."""
+        try:
+            caps = self.engine.capabilities()
+        except Exception:  # noqa: BLE001 - keep the last good answer
+            log.exception("building the capabilities failed")
+            return
+        with self._caps_lock:
+            self._caps = caps
+
+    def _caps_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._caps_wanted.wait(CAPS_REFRESH_S)
+            self._caps_wanted.clear()
+            if not self.stopping.is_set():
+                self._refresh_caps()
+
+    def capabilities(self) -> dict:
+        with self._caps_lock:
+            caps = dict(self._caps or {})
+        caps["loaded"] = self.engine.loaded_models()    # cheap, and should be current
+        return caps
 
     # ------------------------------------------------------------ main thread
     def _loop(self) -> None:
@@ -224,11 +256,11 @@ class Server:
         try:
             msg = P.decode(body, expect=P.REQUEST_TYPES, max_frame_bytes=self.cfg.max_frame_bytes)
         except P.ProtocolError as e:
-            kind = P.ErrorKind.VERSION if "version" in str(e) else P.ErrorKind.BAD_REQUEST
+            kind = P.ErrorKind.VERSION if "protocol v" in str(e) else P.ErrorKind.BAD_REQUEST
             log.warning("rejected a malformed message: %s", e)
+            # an older client understands an error in its own version: tell it to update
             self._send(identity, P.error_reply(e.job_id or "unknown", kind, str(e),
-                                               "update the plug-in and the backend to the same release"
-                                               if kind == P.ErrorKind.VERSION else ""))
+                                               version=e.peer_version or P.VERSION))
             return
         handler = {
             P.MsgType.PING: self._on_ping,
@@ -246,7 +278,7 @@ class Server:
                                                "internal backend error", f"see the log {self.cfg.log_file}"))
 
     def _on_ping(self, identity: bytes, msg: P.Message) -> None:
-        caps = self.engine.capabilities()
+        caps = self.capabilities()
         with self.cv:
             queued = sum(1 for j in self.jobs.values() if j.state == JobState.QUEUED)
             running = sum(1 for j in self.jobs.values() if j.state == JobState.RUNNING)
@@ -310,10 +342,9 @@ class Server:
                     self._cancel(job, P.ErrorKind.TOO_LARGE)
 
     def _on_enhance(self, identity: bytes, msg: P.Message) -> None:
-        from .engine import JobRequest
-
         h = msg.header
-        spec = P.ImageSpec.from_json(h["image"])
+        specs = P.input_specs(h)
+        spec = specs[0][1]
         scale = h.get("scale", 1)
         roi = P.Rect.from_json(h["roi"]) if "roi" in h else P.Rect(0, 0, spec.width, spec.height)
         if spec.pixels > self.cfg.max_input_pixels:
@@ -336,19 +367,19 @@ class Server:
                 raise EnhanceError(P.ErrorKind.BUSY,
                                    f"the backend is busy ({len(self.jobs)} jobs queued or running)",
                                    "try again when the current jobs are done")
-            arr = np.frombuffer(msg.frames[0], dtype=_DTYPES[spec.dtype]).reshape(
-                spec.height, spec.width, spec.channels)
-            req = JobRequest(op=h["op"], model=h["model"], scale=scale, tile=h.get("tile", 0),
+            inputs = {name: np.frombuffer(frame, dtype=NUMPY_OF[s.dtype]).reshape(s.height, s.width, s.channels)
+                      for (name, s), frame in zip(specs, msg.frames)}
+            req = JobRequest(op=h["op"], model=h.get("model", ""), scale=scale, tile=h.get("tile", 0),
                              roi=None if "roi" not in h else (roi.x, roi.y, roi.width, roi.height),
-                             options=dict(h.get("options") or {}))
+                             options=dict(h.get("options") or {}), post=dict(h.get("post") or {}))
             timeout = h.get("timeout")
-            job = Job(identity, msg.job_id, req, arr, msg.frames,
+            job = Job(identity, msg.job_id, req, inputs, msg.frames,
                       time.monotonic() + timeout if timeout else None)
             self.jobs[job.job_id] = job
             self.queue.append(job)
             position = len(self.queue)
             self.cv.notify()
-        log.info("job %s: %s %s x%d %dx%d %s queued (%d)", job.job_id, req.op, req.model, scale,
+        log.info("job %s: %s %s x%d %dx%d %s queued (%d)", job.job_id, req.op, req.model or "(default)", scale,
                  spec.width, spec.height, spec.dtype.value, position)
         self._send(identity, P.encode(P.new_header(P.MsgType.ACCEPTED, msg.job_id, position=position)))
 
@@ -396,17 +427,21 @@ class Server:
             post(job, P.progress_reply(job.job_id, fraction, text), False)
 
         try:
-            out = self.engine.run(job.request, job.image, progress, job.cancel.is_set)
-            image = np.ascontiguousarray(out.image)
-            if image.ndim == 2:
-                image = image[:, :, None]
-            spec = P.ImageSpec(image.shape[1], image.shape[0], image.shape[2], _NP_TO_DTYPE[image.dtype])
+            out = self.engine.run(job.request, job.inputs, progress, job.cancel.is_set)
+            spec, pixels = None, None
+            if out.image is not None:
+                image = np.ascontiguousarray(out.image)
+                if image.ndim == 2:
+                    image = image[:, :, None]
+                spec = P.ImageSpec(image.shape[1], image.shape[0], image.shape[2], WIRE_OF[image.dtype])
+                pixels = memoryview(image).cast("B")
             masks = []
             for name, m in out.masks:
                 m = np.ascontiguousarray(m, dtype=np.uint8)
                 masks.append((name, P.ImageSpec(m.shape[1], m.shape[0], 1, P.DType.U8), memoryview(m).cast("B")))
-            reply = P.result_reply(job.job_id, spec, memoryview(image).cast("B"), masks, out.info)
-            log.info("job %s done in %.2f s -> %dx%d", job.job_id, time.monotonic() - t0, spec.width, spec.height)
+            reply = P.result_reply(job.job_id, spec, pixels, masks, out.info)
+            size = f"{spec.width}x{spec.height}" if spec else "masks only"
+            log.info("job %s done in %.2f s -> %s", job.job_id, time.monotonic() - t0, size)
         except Cancelled:
             log.info("job %s cancelled (%s) after %.2f s", job.job_id, job.cancel_reason.value, time.monotonic() - t0)
             reply = self._cancel_reply(job)
@@ -429,9 +464,10 @@ class Server:
                                   f"see the log {self.cfg.log_file}")
         with self.cv:
             job.state = JobState.DONE
-            job.image = None
+            job.inputs = {}
             job.frames = []
             self.jobs_done += 1
+        self._caps_wanted.set()          # a job may have loaded or unloaded models
         post(job, reply, True)
 
 

@@ -1,4 +1,4 @@
-"""Reads backend/ai_enhance/catalog.json (the one model catalogue) defensively, without the backend.
+"""Reads backend/ai_enhance/models/catalog.json (the one model catalogue) defensively, without the backend.
 
 The file is a JSON object holding a list of entries (or a bare list); each entry has at least
 `id`, `file`, `url`, `sha256` (null = not pinned) and `family`, optionally `role`, `companions`
@@ -26,14 +26,14 @@ class Entry:
     family: str = ""
     role: str = ""
     companions: list[str] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
     size: int | None = None
     name: str = ""
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
     def is_face_detector(self) -> bool:
-        text = f"{self.role} {self.family}".lower()
-        return "detect" in text
+        return self.role == "face_detector"
 
 
 def _entries_of(data) -> list:
@@ -75,6 +75,7 @@ def load_catalog(path: Path) -> list[Entry]:
                          sha256=sha.lower() if isinstance(sha, str) and sha else None,
                          family=str(raw.get("family") or ""), role=str(raw.get("role") or ""),
                          companions=[c for c in comp if isinstance(c, str)],
+                         ops=[o for o in (raw.get("ops") or []) if isinstance(o, str)],
                          size=size if isinstance(size, int) and size > 0 else None,
                          name=str(raw.get("name") or mid), raw=raw))
     if not out:
@@ -103,8 +104,7 @@ def select(entries: list[Entry], ids: list[str] | None) -> tuple[list[Entry], li
     for mid in wanted:
         add(mid)
     # A face model is no use without the face detector: add it when no companion named it.
-    needs_detector = any(e.family.lower() in ("gfpgan", "codeformer", "restoreformer") or "face" in e.role.lower()
-                         for e in chosen if not e.is_face_detector)
+    needs_detector = any("faces" in e.ops for e in chosen)
     if needs_detector and not any(e.is_face_detector for e in chosen):
         for e in entries:
             if e.is_face_detector:

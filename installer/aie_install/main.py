@@ -364,7 +364,7 @@ class Installer:
             self.c.info("skipped (--no-models)")
             return
         try:
-            entries = cat.load_catalog(BACKEND / "catalog.json")
+            entries = cat.load_catalog(BACKEND / "models" / "catalog.json")
         except cat.CatalogError as e:
             self.c.error(f"{e}; models not installed")
             return
@@ -681,7 +681,7 @@ class Installer:
 
     def _installed_entries(self) -> list:
         try:
-            entries = cat.load_catalog(BACKEND / "catalog.json")
+            entries = cat.load_catalog(BACKEND / "models" / "catalog.json")
         except cat.CatalogError:
             return []
         return [e for e in entries if (self.models_dir / e.file).is_file()]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""AI Enhance for GIMP 3: Filters > AI Enhance > Upscale... / Restore Faces...
+"""AI Enhance for GIMP 3: Filters > AI Enhance > one entry per row of the operation table
+(ai_enhance_client/ops.py: Upscale, Restore Faces, Denoise, Sharpen / Deblur, JPEG Cleanup, ...).
 
 A thin client: pixels go to the local ai-enhance backend over ZeroMQ (started on demand), the
 result comes back as a NEW layer directly above the source, masked by the selection (or by what
@@ -7,7 +8,8 @@ the model found, e.g. faces), its opacity set by `strength`.  The source layer i
 The whole change is one undo step.
 
 Every GIMP call of the plug-in is in this file; rectangle and mask arithmetic live in the pure
-modules ai_enhance_client/geometry.py and masks.py, the table of filters in ai_enhance_filters.py.
+modules ai_enhance_client/geometry.py and masks.py, what a procedure reads and how a result is
+named in ai_enhance_client/filters.py, the table of operations in ai_enhance_client/ops.py.
 Imports: gi, the standard library and (through ai_enhance_client) pyzmq.  numpy is not needed.
 """
 from __future__ import annotations
@@ -32,7 +34,10 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
-from ai_enhance_filters import BY_NAME, FILTERS, MENU_PATH, layer_name, model_choices, transport  # noqa: E402
+from ai_enhance_client import ops as optable  # noqa: E402
+from ai_enhance_client.filters import (dialog_params, layer_name, model_choices, read_settings,  # noqa: E402
+                                       transport)
+from ai_enhance_client.params import Kind, ParamError  # noqa: E402
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
 BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
@@ -117,11 +122,9 @@ def _import_client():
 class Job:
     """One filter run on one layer, from reading pixels to the finished layer."""
 
-    def __init__(self, spec, image, source, *, model: str, scale: int, strength: float,
-                 tile: int = 0, mask_mode: str = "selection"):
-        self.spec, self.image, self.source = spec, image, source
-        self.model, self.scale, self.strength = model, int(scale), float(strength)
-        self.tile, self.mask_mode = int(tile), mask_mode
+    def __init__(self, op, image, source):
+        self.op, self.image, self.source = op, image, source
+        self.settings = None        # filters.JobSettings, read from the config before run()
         self.client = None
         self.caps = None
 
@@ -130,7 +133,7 @@ class Job:
         client_mod, _ = _import_client()
         if self.client is None:
             self.client = client_mod.Client()
-        _progress(f"{self.spec.title}: connecting to the backend\u2026")
+        _progress(f"{self.op.title}: connecting to the backend\u2026")
         try:
             self.caps = self.client.ensure_backend(wait=BACKEND_START_WAIT, on_wait=_on_wait)
         except client_mod.ClientError as e:
@@ -143,8 +146,7 @@ class Job:
 
     # -- the job
     def run(self):
-        if not self.model:
-            raise UserError("no model given; pick one in the dialog or pass `model`")
+        st = self.settings
         image, src = self.image, self.source
         gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
         tr = transport(_precision_component(image), gray=gray, alpha=src.has_alpha())
@@ -158,7 +160,7 @@ class Job:
             plan = geometry.plan_job(layer_size=(src.get_width(), src.get_height()),
                                      layer_offsets=offsets,
                                      image_size=(image.get_width(), image.get_height()),
-                                     selection=selection, scale=self.scale, margin=self.spec.margin)
+                                     selection=selection, scale=st.scale, margin=self.op.margin)
         except geometry.GeometryError as e:
             raise UserError(str(e)) from None
 
@@ -168,13 +170,14 @@ class Job:
         client_mod, P = _import_client()
         if self.caps is None:
             self.connect()
-        _progress(f"{self.spec.title} ({self.model} \u00d7{self.scale})")
+        _progress(f"{self.op.title} ({st.model or 'automatic model'})")
         spec_in = P.ImageSpec(plan.crop.width, plan.crop.height, tr.channels, P.DType(tr.dtype))
         roi = None if plan.whole_layer else P.Rect(*plan.roi.as_tuple())
         try:
             result = self.client.enhance(
-                op=self.spec.op, model=self.model, spec=spec_in, pixels=pixels, scale=self.scale,
-                tile=self.tile, roi=roi, on_progress=_make_progress_callback(self.spec.title))
+                op=self.op.name, model=st.model or None, spec=spec_in, pixels=pixels, scale=st.scale,
+                tile=st.tile, roi=roi, options=st.options, post=st.post,
+                on_progress=_make_progress_callback(self.op.title))
         except client_mod.ClientError as e:
             raise UserError(str(e)) from None
         self._check_result(plan, result, tr)
@@ -182,10 +185,10 @@ class Job:
 
         info = result.info or {}
         faces = info.get("faces")
-        if self.mask_mode == "faces" and self.spec.result_mask and isinstance(faces, list) and not faces:
+        if st.mask == "faces" and isinstance(faces, list) and not faces:
             # Nothing found: a layer with an all-black mask would only confuse.
             msg = info.get("message") or "no faces found in the processed area"
-            Gimp.message(f"{self.spec.title}: {msg}; nothing was added")
+            Gimp.message(f"{self.op.title}: {msg}; nothing was added")
             return None
         return self._apply(plan, result, tr, has_selection)
 
@@ -204,9 +207,9 @@ class Job:
         """Everything that changes the image: one undo group, cleaned up on error."""
         image, src = self.image, self.source
         gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
-        source_mask = masks.choose_mask(self.mask_mode, has_selection=has_selection,
-                                        result_masks=tuple(result.masks),
-                                        result_mask_name=self.spec.result_mask or "faces")
+        st = self.settings
+        source_mask = masks.choose_mask(st.mask, has_selection=has_selection,
+                                        result_masks=tuple(result.masks), modes=self.op.mask_modes)
         ow, oh = plan.out_size
         new = None
         scaled = False
@@ -225,8 +228,9 @@ class Job:
             ox, oy = sx + plan.box.x * plan.scale, sy + plan.box.y * plan.scale
 
             layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
-            new = Gimp.Layer.new(image, layer_name(self.spec, self.model, plan.scale), ow, oh,
-                                 layer_type, 100.0, Gimp.LayerMode.NORMAL)
+            model = (result.info or {}).get("model") or st.model
+            new = Gimp.Layer.new(image, layer_name(self.op, model, plan.scale, result.info), ow, oh,
+                                 layer_type, 100.0, _LAYER_MODES[self.op.layer_mode])
             image.insert_layer(new, src.get_parent(), image.get_item_position(src))
             new.set_offsets(ox, oy)
             buf = new.get_buffer()
@@ -235,7 +239,7 @@ class Job:
             new.update(0, 0, ow, oh)
 
             self._add_mask(new, source_mask, result, (ox, oy, ow, oh))
-            new.set_opacity(masks.opacity_percent(self.strength))
+            new.set_opacity(masks.opacity_percent(st.strength))
         except Exception:
             if new is not None:
                 try:
@@ -243,7 +247,7 @@ class Job:
                 except Exception:  # noqa: BLE001 - cleanup must not hide the first error
                     pass
             if scaled:
-                Gimp.message(f"{self.spec.title}: failed after scaling the image; Edit > Undo "
+                Gimp.message(f"{self.op.title}: failed after scaling the image; Edit > Undo "
                              "restores the original size")
             raise
         finally:
@@ -262,9 +266,9 @@ class Job:
         if source is M.WHITE:
             return
         ox, oy, ow, oh = rect
-        mspec, data = result.masks[self.spec.result_mask]
+        mspec, data = result.masks[self.settings.mask]
         if (mspec.width, mspec.height, mspec.channels, mspec.dtype.value) != (ow, oh, 1, "u8"):
-            raise UserError(f"the backend's '{self.spec.result_mask}' mask is {mspec.width}x"
+            raise UserError(f"the backend's '{self.settings.mask}' mask is {mspec.width}x"
                             f"{mspec.height}x{mspec.channels} {mspec.dtype.value}, expected "
                             f"{ow}x{oh} u8; install the plug-in and backend from the same release")
         if source is M.RESULT_X_SELECTION:
@@ -279,23 +283,20 @@ class Job:
 
 # --------------------------------------------------------------------------- dialog
 
-def _dialog(procedure, config, spec, caps) -> bool:
+def _dialog(procedure, config, op, caps) -> bool:
     """The interactive dialog: the model list comes from the backend (installed models first);
-    every other control is GIMP's own for the procedure's arguments (last values remembered)."""
+    every other control is GIMP's own for the procedure's arguments (last values remembered),
+    in the order of the operation table."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
 
     GimpUi.init("ai-enhance")
-    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=spec.title)
-    others = ["scale", "strength"]
-    if spec.tile_argument:
-        others.append("tile-size")
-    if spec.mask_argument:
-        others.append("mask")
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=op.title)
+    others = [p.name for p in dialog_params(op)]
 
-    current = config.get_property("model") or spec.default_model
-    choices = model_choices(caps, spec.op, current)
+    current = config.get_property("model") or op.default_model
+    choices = model_choices(caps, op.name, current)
     row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
     label = Gtk.Label.new_with_mnemonic("_Model")
     combo = Gtk.ComboBoxText()
@@ -337,9 +338,9 @@ def _test_autorespond(dialog, combo, config, choices) -> None:
     from gi.repository import Gtk
 
     def respond():
+        names = [p.name for p in config.list_properties() if p.name not in ("procedure", "image", "drawables")]
         report = {"choices": [mid for mid, _ in choices], "active": combo.get_active_id(),
-                  "values": {name: _jsonable(config.get_property(name))
-                             for name in ("model", "scale", "strength")},
+                  "values": {name: _jsonable(config.get_property(name)) for name in names},
                   "title": dialog.get_title()}
         path = os.environ.get("AI_ENHANCE_DIALOG_REPORT")
         if path:
@@ -370,64 +371,74 @@ def _success(layer):
     ])
 
 
+_LAYER_MODES = {
+    optable.LayerMode.NORMAL: Gimp.LayerMode.NORMAL,
+    optable.LayerMode.LCH_COLOR: Gimp.LayerMode.LCH_COLOR,
+    optable.LayerMode.GRAIN_MERGE: Gimp.LayerMode.GRAIN_MERGE,
+}
+
+
+def _add_argument(procedure, p) -> None:
+    """One PDB argument from its table declaration."""
+    rw = GObject.ParamFlags.READWRITE
+    if p.kind is Kind.INT:
+        procedure.add_int_argument(p.name, p.label, p.help, int(p.min), int(p.max), int(p.default), rw)
+    elif p.kind is Kind.FLOAT:
+        procedure.add_double_argument(p.name, p.label, p.help, float(p.min), float(p.max), float(p.default), rw)
+    elif p.kind is Kind.BOOL:
+        procedure.add_boolean_argument(p.name, p.label, p.help, bool(p.default), rw)
+    elif p.kind is Kind.CHOICE:
+        choice = Gimp.Choice.new()
+        for i, c in enumerate(p.choices):
+            choice.add(c.value, i, c.label, c.help)
+        procedure.add_choice_argument(p.name, p.label, p.help, choice, p.default, rw)
+    else:
+        procedure.add_string_argument(p.name, p.label, p.help, p.default, rw)
+
+
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [f.proc_name for f in FILTERS]
+        return [op.proc_name for op in optable.menu_ops()]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
-        spec = BY_NAME[name]
+        op = optable.BY_PROC[name]
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
         p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        p.set_menu_label(spec.menu_label)
-        p.add_menu_path(MENU_PATH)
-        p.set_documentation(spec.blurb, spec.help, name)
+        p.set_menu_label(op.menu_label)
+        p.add_menu_path(optable.MENU_PATH)
+        p.set_documentation(op.blurb, op.help, name)
         p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
-        rw = GObject.ParamFlags.READWRITE
-        p.add_string_argument("model", "_Model", "Model id (see `ai-enhance models list`)",
-                              spec.default_model, rw)
-        p.add_int_argument("scale", "Sc_ale", "Output scale; 1 keeps the size, >1 scales the "
-                           "whole image first", 1, spec.scale_max, spec.scale_default, rw)
-        p.add_double_argument("strength", "S_trength", "Opacity of the new layer (0..1)",
-                              0.0, 1.0, 1.0, rw)
-        if spec.tile_argument:
-            p.add_int_argument("tile-size", "T_ile size", "Tile size in pixels; 0 = automatic",
-                               0, 8192, 0, rw)
-        if spec.mask_argument:
-            choice = Gimp.Choice.new()
-            choice.add("faces", 0, "Faces", "Mask the new layer to the restored faces")
-            choice.add("selection", 1, "Selection", "Mask the new layer with the selection")
-            choice.add("full", 2, "Full", "Show the whole new layer")
-            p.add_choice_argument("mask", "Mas_k", "Layer mask of the result", choice, "faces", rw)
+        for param in op.all_params:
+            _add_argument(p, param)
         p.add_layer_return_value("layer", "Layer", "The new layer (none when nothing was added)",
-                                 True, rw)
+                                 True, GObject.ParamFlags.READWRITE)
         return p
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
-        spec = BY_NAME[procedure.get_name()]
+        op = optable.BY_PROC[procedure.get_name()]
         job = None
         try:
             source = _target_layer(image, drawables)
-            job = Job(spec, image, source, model="", scale=1, strength=1.0)
+            job = Job(op, image, source)
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 caps = job.connect()
-                if not _dialog(procedure, config, spec, caps):
+                if not _dialog(procedure, config, op, caps):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            job.model = (config.get_property("model") or "").strip()
-            job.scale = int(config.get_property("scale"))
-            job.strength = float(config.get_property("strength"))
-            job.tile = int(config.get_property("tile-size")) if spec.tile_argument else 0
-            job.mask_mode = str(config.get_property("mask")) if spec.mask_argument else "selection"
+            try:
+                job.settings = read_settings(op, config.get_property)
+            except ParamError as e:
+                raise UserError(str(e)) from None
             layer = job.run()
             return _success(layer)
         except UserError as e:
-            return _error(procedure, f"{spec.title}: {e}")
+            return _error(procedure, f"{op.title}: {e}")
         except Exception as e:  # noqa: BLE001 - a bug: say so in one line, details on stderr
             traceback.print_exc()
-            return _error(procedure, f"{spec.title}: internal error ({type(e).__name__}: "
+            return _error(procedure, f"{op.title}: internal error ({type(e).__name__}: "
                                      f"{' '.join(str(e).split())[:200]}); please report it with "
                                      "GIMP's error console output")
         finally:

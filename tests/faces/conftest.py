@@ -47,6 +47,6 @@ def detector(detector_path):
     """The real MobileNet-0.25 RetinaFace, loaded the way the pipeline loads it (no engine)."""
     import torch
 
-    from ai_enhance.faces import build_detector
+    from ai_enhance.models.helpers import build_retinaface
 
-    return build_detector(detector_path, "mobile0.25", torch.device("cpu"))
+    return build_retinaface(detector_path, "mobile0.25", torch.device("cpu"), "retinaface-mobile0.25")

@@ -112,7 +112,7 @@ class Recorder:
 
 def run(engine, image, model="tiny-restoreformer", scale=1, roi=None, options=None, rec=None):
     """One "faces" job through Engine.run (its dispatch and request checks included)."""
-    from ai_enhance.engine import JobRequest
+    from ai_enhance.jobs import JobRequest
 
     rec = rec or Recorder()
     req = JobRequest(op="faces", model=model, scale=scale, roi=roi, options=dict(options or {}))

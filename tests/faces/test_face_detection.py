@@ -7,7 +7,7 @@ import pytest
 
 from facekit import astronaut, read_rgb
 
-from ai_enhance.faces import DEFAULT_THRESHOLD, detect_faces
+from ai_enhance.ops.faces.pipeline import DEFAULT_THRESHOLD, detect_faces
 
 
 def _check_face(f, w, h):

@@ -11,9 +11,9 @@ import pytest
 
 from facekit import DETECTOR_FILE, Recorder, astronaut, link, make_engine, read_rgb, run
 
-from ai_enhance import face_masks as fm
+from ai_enhance.ops.faces import masks as fm
 from ai_enhance.errors import Cancelled, EnhanceError
-from ai_enhance.faces import align_face, detect_faces, place_faces, paste_faces
+from ai_enhance.ops.faces.pipeline import align_face, detect_faces, place_faces, paste_faces
 from ai_enhance_client.protocol import ErrorKind
 
 
@@ -167,10 +167,12 @@ def test_roi_cutting_faces_scale2_u16_rgba(engine, detector):
     assert "1 more outside" in out.info["message"]
     (_, mask), = out.masks
     assert mask.shape == out.image.shape[:2]
-    bg = lanczos_bg(img, roi, 2)
+    bg = lanczos_bg(img[:, :, :3], roi, 2)
     outside = mask == 0
-    assert np.array_equal(out.image[outside], bg[outside])
-    assert np.array_equal(out.image[:, :, 3], bg[:, :, 3])
+    assert np.array_equal(out.image[:, :, :3][outside], bg[outside])
+    # alpha never goes through the operation: the engine resizes it, as for every operation
+    from ai_enhance.pixels import resize_alpha
+    assert np.array_equal(out.image[:, :, 3], resize_alpha(img[:, :, 3], roi, 2))
     for f in out.info["faces"]:
         if f["box"][0] > roi[0]:                                    # the face fully inside
             assert_soft_mask_over(mask, f, roi, 2)
@@ -300,25 +302,25 @@ def test_resnet50_detector_preferred_when_installed(faces_models_dir, tmp_path):
     import torch
     from facexlib.detection.retinaface import RetinaFace
 
-    from ai_enhance.faces import get_detector
+    from ai_enhance.ops.faces.pipeline import get_detector
 
     d = tmp_path / "models"
     d.mkdir()
     link(faces_models_dir / DETECTOR_FILE, d / DETECTOR_FILE)
     engine = make_engine(d)
-    assert get_detector(engine)[1] == "retinaface-mobile0.25"
+    assert get_detector(engine.models)[1] == "retinaface-mobile0.25"
     with warnings.catch_warnings():          # torchvision: "pretrained" is deprecated
         warnings.simplefilter("ignore")
         net = RetinaFace(network_name="resnet50", device="cpu")
     torch.save(net.state_dict(), d / "detection_Resnet50_Final.pth")
-    det, det_id = get_detector(engine)
+    det, det_id = get_detector(engine.models)
     assert det_id == "retinaface-resnet50" and det.backbone == "Resnet50"
 
 
 def test_upscaler_is_not_a_face_model(engine):
     with pytest.raises(EnhanceError) as e:
         run(engine, astronaut(), model="nearest-x2")
-    assert e.value.kind == ErrorKind.UNSUPPORTED and "not a face restorer" in e.value.message
+    assert e.value.kind == ErrorKind.UNSUPPORTED and "does not do 'faces'" in e.value.message
 
 
 def test_unknown_model(engine):
@@ -328,10 +330,11 @@ def test_unknown_model(engine):
 
 
 @pytest.mark.parametrize("kw,kind", [
-    (dict(scale=5), ErrorKind.UNSUPPORTED),
-    (dict(options={"fidelity": 1.5}), ErrorKind.BAD_REQUEST),
-    (dict(options={"det_threshold": "high"}), ErrorKind.BAD_REQUEST),
-    (dict(options={"face_mask": "square"}), ErrorKind.BAD_REQUEST),
+    (dict(scale=5), ErrorKind.BAD_REQUEST),          # outside the table's 1..4, like every op's scale
+    (dict(options={"codeformer-weight": 1.5}), ErrorKind.BAD_REQUEST),
+    (dict(options={"det-threshold": "high"}), ErrorKind.BAD_REQUEST),
+    (dict(options={"face-mask": "square"}), ErrorKind.BAD_REQUEST),
+    (dict(options={"fidelity": 0.5}), ErrorKind.BAD_REQUEST),      # unknown keys are refused
     (dict(options={"background": 3}), ErrorKind.BAD_REQUEST),
     (dict(roi=(500, 500, 20, 20)), ErrorKind.BAD_REQUEST),
 ])
@@ -344,7 +347,7 @@ def test_bad_requests(engine, kw, kind):
 
 def test_parsing_mask_requested_but_not_installed(engine):
     with pytest.raises(EnhanceError) as e:
-        run(engine, astronaut(), options={"face_mask": "parsing"})
+        run(engine, astronaut(), options={"face-mask": "parsing"})
     assert e.value.kind == ErrorKind.MODEL_MISSING and "parsing_parsenet.pth" in e.value.message
 
 
@@ -410,5 +413,5 @@ def test_parsing_model_used_when_installed(faces_models_dir, tmp_path):
     ys, xs = np.nonzero(mask)
     assert len(ys) > 0                                            # stays near the face:
     assert xs.min() > x0 - bw and xs.max() < x1 + bw and ys.min() > y0 - bh and ys.max() < y1 + bh
-    ell = run(engine, img, options={"face_mask": "ellipse"})
+    ell = run(engine, img, options={"face-mask": "ellipse"})
     assert ell.info["mask"] == "ellipse"

@@ -333,7 +333,8 @@ FIXTURE_CATALOG = {"format": 1, "models": [
      "companions": ["realesr-general-wdn-x4v3"]},
     {"id": "realesr-general-wdn-x4v3", "file": "wdn.pth", "url": "http://x/w", "sha256": "cd" * 32,
      "family": "realesrgan", "role": "companion"},
-    {"id": "gfpgan-v1.4", "file": "GFPGANv1.4.pth", "url": "http://x/f", "sha256": "ef" * 32, "family": "gfpgan"},
+    {"id": "gfpgan-v1.4", "file": "GFPGANv1.4.pth", "url": "http://x/f", "sha256": "ef" * 32, "family": "gfpgan",
+     "ops": ["faces"]},
     {"id": "retinaface-resnet50", "file": "det.pth", "url": "http://x/d", "sha256": "01" * 32,
      "family": "facexlib", "role": "face_detector"},
     {"id": "broken", "url": "http://x/nofile"},
@@ -363,7 +364,7 @@ def test_catalog_defaults_pull_companions_and_the_detector(tmp_path):
 
 
 def test_the_real_catalog_has_every_default_model_pinned():
-    entries = cat.load_catalog(REPO / "backend" / "ai_enhance" / "catalog.json")
+    entries = cat.load_catalog(REPO / "backend" / "ai_enhance" / "models" / "catalog.json")
     chosen, unknown = cat.select(entries, None)
     assert unknown == []
     ids = [e.id for e in chosen]

@@ -287,17 +287,22 @@ def test_garbage_is_answered_and_backend_keeps_serving(backend):
     try:
         cases = [
             [b"\x80\x81 not json"],
-            [b'{"v":1,"type":"enhance","job_id":"g1","op":"upscale","model":"nearest-x4",'
-             b'"image":{"width":4,"height":4,"channels":3,"dtype":"u8"}}', b"short"],
+            [b'{"v":2,"type":"enhance","job_id":"g1","op":"upscale","model":"nearest-x4",'
+             b'"inputs":[{"name":"image","image":{"width":4,"height":4,"channels":3,"dtype":"u8"}}]}', b"short"],
             [b'{"v":99,"type":"ping","job_id":"g2"}'],
-            [b'{"v":1,"type":"result","job_id":"g3","image":{}}'],
+            [b'{"v":2,"type":"result","job_id":"g3","image":{}}'],
+            [b'{"v":1,"type":"enhance","job_id":"g4","op":"upscale","model":"nearest-x4",'
+             b'"image":{"width":1,"height":1,"channels":3,"dtype":"u8"}}', b"abc"],   # a v1 plug-in
         ]
-        kinds = []
+        replies = []
         for frames in cases:
             s.send_multipart(frames)
             assert s.poll(5000), "no answer to a malformed message"
-            kinds.append(json.loads(s.recv_multipart()[0])["kind"])
-        assert kinds == ["bad_request", "bad_request", "version", "bad_request"]
+            replies.append(json.loads(s.recv_multipart()[0]))
+        assert [r["kind"] for r in replies] == ["bad_request", "bad_request", "version", "bad_request", "version"]
+        # the old plug-in gets its answer in its own protocol version, telling it to update
+        assert replies[4]["v"] == 1 and replies[4]["job_id"] == "g4"
+        assert "update the plug-in" in replies[4]["message"]
     finally:
         s.close()
     # raw bytes on the TCP port (not even ZMTP)

@@ -148,12 +148,12 @@ def test_ffdnet_denoises_a_real_photo(real_models_dir, engine):
     clean = photo(128, 100, 150)
     rng = np.random.default_rng(0)
     noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
-    out = engine.run(JobRequest("denoise", "ffdnet-color", 1, 0, options={"noise_level": 25}), noisy,
+    out = engine.run(JobRequest("denoise", "ffdnet-color", 1, 0, options={"noise-level": 25}), noisy,
                      lambda f, t: None, lambda: False).image
     before, after = psnr(noisy, clean), psnr(out, clean)
     assert after >= before + 8, (before, after)           # ~21 dB -> ~31 dB
     # tiled the same
-    tiled = engine.run(JobRequest("denoise", "ffdnet-color", 1, 48, options={"noise_level": 25}), noisy,
+    tiled = engine.run(JobRequest("denoise", "ffdnet-color", 1, 48, options={"noise-level": 25}), noisy,
                        lambda f, t: None, lambda: False).image
     assert psnr(tiled, out) >= 45
 

@@ -1,4 +1,4 @@
-"""The model catalogue (backend/ai_enhance/catalog.json) is well-formed data."""
+"""The model catalogue (backend/ai_enhance/models/catalog.json) is well-formed data."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-CATALOG = Path(__file__).resolve().parents[2] / "backend" / "ai_enhance" / "catalog.json"
+from ai_enhance_client import ops as optable
+
+KNOWN_OPS = {o.name for o in optable.OPS}
+
+CATALOG = Path(__file__).resolve().parents[2] / "backend" / "ai_enhance" / "models" / "catalog.json"
 
 REQUIRED_IDS = {
     "realesrgan-x4plus": "RealESRGAN_x4plus.pth",
@@ -32,7 +36,6 @@ OFFICIAL_HOSTS = {  # the projects' own GitHub release pages
     "codeformer": "/sczhou/CodeFormer/releases/download/",
     "ffdnet": "/cszn/KAIR/releases/download/",
 }
-KNOWN_OPS = {"upscale", "faces", "denoise", "sharpen", "restore", "colorize"}
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")   # also a valid protocol model name
 
 
@@ -123,14 +126,22 @@ def test_references_resolve(entries):
         if e.get("dni"):
             d = e["dni"]
             assert d["companion"] in e.get("companions", [])
-            spec = e["options"][d["option"]]
-            assert spec["min"] == 0 and spec["max"] == 1 and 0 <= spec["default"] <= 1
+            # the weight is a parameter of the operations the model serves, 0..1
+            params = [optable.BY_NAME[o].param(d["option"]) for o in e["ops"]]
+            assert params and all(p is not None and (p.min, p.max) == (0, 1) for p in params), e["id"]
+            assert all(e["id"] in p.applies_to for p in params)
             comp = by_id[d["companion"]]
             assert comp["arch"] == e["arch"] and comp["scale"] == e["scale"]
-        for name, spec in e.get("options", {}).items():
-            assert spec["type"] in ("float", "int", "bool", "str"), (e["id"], name)
-            if spec["type"] in ("float", "int"):
-                assert spec["min"] <= spec["default"] <= spec["max"]
+        # parameters are declared once, in the operation table, never per model
+        assert "options" not in e, e["id"]
+
+
+def test_every_model_the_table_names_is_in_the_catalogue(entries):
+    by_id = {e["id"]: e for e in entries}
+    for op in optable.OPS:
+        for mid in op.models:
+            assert mid in by_id, (op.name, mid)
+            assert op.name in by_id[mid]["ops"], (op.name, mid)
 
 
 def test_support_files_have_roles(entries):
@@ -144,10 +155,10 @@ def test_support_files_have_roles(entries):
 
 
 def test_adapters_exist_in_backend(entries):
-    from ai_enhance import models
+    from ai_enhance.models.adapters import ADAPTERS
     for e in entries:
         if e.get("adapter"):
-            assert e["adapter"] in models.ADAPTERS
+            assert e["adapter"] in ADAPTERS
 
 
 def test_catalog_is_stdlib_json_readable_by_the_installer():

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from ai_enhance import devices, tiling
-from ai_enhance.engine import Engine, JobOutput, JobRequest, is_oom
+from ai_enhance.runtime import devices, tiling
+from ai_enhance.engine import Engine
+from ai_enhance.jobs import JobOutput, JobRequest
+from ai_enhance.runtime.devices import is_oom
 from ai_enhance.errors import Cancelled, EnhanceError
 from ai_enhance.models import ModelStore
-from ai_enhance.tiling import SizeReq
+from ai_enhance.runtime.tiling import SizeReq
 from ai_enhance_client.protocol import ErrorKind
 from testkit import make_compact, make_rrdb
 
@@ -314,18 +316,21 @@ def test_model_cache_and_idle_unload(mdir):
     assert eng.loads == 2                                        # loaded again on demand
 
 
-def test_idle_unload_also_drops_face_helper_networks(mdir):
+def test_idle_unload_also_drops_helper_networks(mdir):
+    """Support networks (face detector, parser) live in the same cache and follow the same clock,
+    but are not listed as loaded models."""
     import time
 
-    from ai_enhance import faces
+    from ai_enhance.runtime.cache import EntryKind
 
     eng = Engine(ModelStore(mdir), device="cpu", idle_unload_s=60)
-    with faces._cache_lock:
-        faces._cache[("detector", "test")] = [object(), time.monotonic()]
-    assert eng.unload_idle() == []
-    assert ("detector", "test") in faces._cache                  # used just now: kept
-    eng.unload_idle(now=time.monotonic() + 61)
-    assert ("detector", "test") not in faces._cache
+    cache = eng.models.cache
+    net = cache.get(("helper", "detector"), lambda: object(), kind=EntryKind.HELPER, label="detector")
+    assert cache.get(("helper", "detector"), lambda: 1 / 0) is net    # built once
+    assert eng.unload_idle() == [] and eng.loaded_models() == []
+    assert cache.peek(("helper", "detector")) is net                  # used just now: kept
+    assert eng.unload_idle(now=time.monotonic() + 61) == []           # not a model: not reported
+    assert cache.peek(("helper", "detector")) is None                 # but dropped
 
 
 def test_models_in_use_are_not_unloaded(mdir):
@@ -373,7 +378,7 @@ def test_changed_file_is_reloaded(tmp_path):
 
 def test_noop_returns_roi_unchanged(engine):
     img = img_u8(c=4)
-    out = run(engine, img, model="anything", op="noop", roi=(3, 4, 10, 6))
+    out = run(engine, img, model="anything", op="noop", scale=1, roi=(3, 4, 10, 6))
     np.testing.assert_array_equal(out.image, img[4:10, 3:13])
     assert out.image.flags.c_contiguous
 
@@ -411,27 +416,19 @@ def test_option_ranges_are_checked(tmp_path):
     make_compact(tmp_path / "realesr-general-wdn-x4v3.pth", seed=5)
     eng = Engine(ModelStore(tmp_path), device="cpu")
     with pytest.raises(EnhanceError) as e:
-        run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise_strength": 2})
+        run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise-strength": 2})
     assert e.value.kind == ErrorKind.BAD_REQUEST
-    a = run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise_strength": 1.0}).image
-    b = run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise_strength": 0.0}).image
+    a = run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise-strength": 1.0}).image
+    b = run(eng, img_u8(16, 16), "realesr-general-x4v3", options={"denoise-strength": 0.0}).image
     assert not np.array_equal(a, b) and eng.loads == 2           # two variants, both cached
 
 
-def test_faces_op_is_dispatched_lazily(engine, monkeypatch):
-    import types
+def test_registry_equals_the_operation_table(engine):
+    from ai_enhance import ops
+    from ai_enhance_client import ops as optable
 
-    called = {}
-    fake = types.ModuleType("ai_enhance.faces")
-
-    def run_faces(eng, req, image, progress, is_cancelled):
-        called["yes"] = (eng, req.op)
-        return JobOutput(image)
-
-    fake.run_faces = run_faces
-    monkeypatch.setitem(sys.modules, "ai_enhance.faces", fake)
-    run(engine, img_u8(), "gfpgan-v1.4", op="faces", scale=1)
-    assert called["yes"] == (engine, "faces")
+    assert set(ops.REGISTRY) == {o.name for o in optable.OPS}
+    assert set(engine.ops) == set(ops.REGISTRY)
 
 
 def test_capabilities(engine):
@@ -445,8 +442,9 @@ def test_capabilities(engine):
 
 
 def test_importing_the_engine_does_not_import_torch():
-    code = ("import sys; import ai_enhance.engine, ai_enhance.models, ai_enhance.tiling, "
-            "ai_enhance.devices, ai_enhance_client.client; print('torch' in sys.modules)")
+    code = ("import sys; import ai_enhance.engine, ai_enhance.models, ai_enhance.runtime.tiling, "
+            "ai_enhance.runtime.devices, ai_enhance.ops, ai_enhance.server, ai_enhance_client.client; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -12,6 +12,10 @@ import pytest
 import torch
 
 from ai_enhance import models
+import importlib
+_catalog_module = importlib.import_module("ai_enhance.models.catalog")
+from ai_enhance.models.loading import interpolate_state_dicts
+from ai_enhance_client.ops import ops_for_model
 from ai_enhance.errors import EnhanceError
 from ai_enhance.models import ModelStore, read_state_dict
 from ai_enhance_client.protocol import ErrorKind
@@ -53,7 +57,7 @@ def test_list_has_catalogue_and_custom_models(mdir):
     assert by_id["realesrgan-x4plus"].status == "missing" and not by_id["realesrgan-x4plus"].installed
     custom = by_id["my-nearest"]
     assert custom.custom and custom.status == "custom" and custom.arch == "Compact"
-    assert custom.scale == 4 and custom.ops == ["upscale"]
+    assert custom.scale == 4 and custom.ops == ["upscale", "sharpen"]      # an SR model
     # support files are catalogue entries with a role, never custom models
     det = by_id["retinaface-mobile0.25"]
     assert det.role == "face_detector" and det.installed and not det.custom
@@ -126,7 +130,7 @@ def test_sha256_is_cached_by_path_size_mtime(tmp_path, monkeypatch):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(models.hashlib, "sha256", counting)
+    monkeypatch.setattr(_catalog_module.hashlib, "sha256", counting)
     store = ModelStore(tmp_path)
     for _ in range(5):
         assert store.resolve("realesr-animevideov3").status == "unverified"
@@ -279,15 +283,15 @@ def test_dni_blends_state_dicts(tmp_path):
     a = torch.load(main, weights_only=True)["params"]
     b = torch.load(wdn, weights_only=True)["params"]
     for strength in (1.0, 0.0, 0.3):
-        lm = store.load(info, "cpu", options={"denoise_strength": strength})
+        lm = store.load(info, "cpu", options={"denoise-strength": strength})
         got = lm.module.state_dict()["body.0.weight"]
         torch.testing.assert_close(got, strength * a["body.0.weight"] + (1 - strength) * b["body.0.weight"])
-    # default strength is the catalogue's (0.5)
+    # default strength is the operation table's (0.5)
     lm = store.load(info, "cpu")
     torch.testing.assert_close(lm.module.state_dict()["body.2.weight"],
                                0.5 * a["body.2.weight"] + 0.5 * b["body.2.weight"])
     with pytest.raises(EnhanceError) as e:
-        store.load(info, "cpu", options={"denoise_strength": 1.5})
+        store.load(info, "cpu", options={"denoise-strength": 1.5})
     assert e.value.kind == ErrorKind.BAD_REQUEST
 
 
@@ -296,12 +300,12 @@ def test_dni_without_companion(tmp_path):
     store = ModelStore(tmp_path)
     info = store.resolve("realesr-general-x4v3")
     with pytest.raises(EnhanceError) as e:
-        store.load(info, "cpu", options={"denoise_strength": 0.5})
+        store.load(info, "cpu", options={"denoise-strength": 0.5})
     assert e.value.kind == ErrorKind.MODEL_MISSING
     assert "realesr-general-wdn-x4v3.pth" in e.value.message
-    assert "denoise_strength" in str(e.value)
+    assert "denoise-strength" in str(e.value)
     # strength 1 needs only the main file
-    assert store.load(info, "cpu", options={"denoise_strength": 1}).scale == 4
+    assert store.load(info, "cpu", options={"denoise-strength": 1}).scale == 4
 
 
 def test_ffdnet_adapter(tmp_path):
@@ -320,7 +324,7 @@ def test_ffdnet_adapter(tmp_path):
         y = F.pixel_unshuffle(x, 2)
         m = torch.full((1, 1, 5, 7), sigma / 255)
         ref = F.pixel_shuffle(net.model(torch.cat([y, m], 1)), 2).clamp(0, 1)
-        torch.testing.assert_close(lm.forward(x, {"noise_level": sigma}), ref)
+        torch.testing.assert_close(lm.forward(x, {"noise-level": sigma}), ref)
     # odd sizes are padded and cropped back
     assert lm.forward(torch.rand(1, 3, 9, 11), {}).shape == (1, 3, 9, 11)
     # a DnCNN that is not an FFDNet is refused by the adapter
@@ -335,11 +339,12 @@ def test_interpolate_rejects_mismatched_files(tmp_path):
     a = torch.load(make_compact(tmp_path / "a.pth", num_feat=8), weights_only=True)["params"]
     b = torch.load(make_compact(tmp_path / "b.pth", num_feat=16), weights_only=True)["params"]
     with pytest.raises(ValueError):
-        models.interpolate_state_dicts(a, b, 0.5)
+        interpolate_state_dicts(a, b, 0.5)
 
 
-def test_ops_for_custom_models():
-    assert models.ops_for_purpose("SR", 4) == ["upscale"]
-    assert "denoise" in models.ops_for_purpose("Restoration", 1)
-    assert models.ops_for_purpose("FaceSR", 1) == ["faces"]
-    assert models.ops_for_purpose("Inpainting", 1) == []
+def test_ops_for_custom_models_follow_the_table():
+    assert ops_for_model("SR", "ESRGAN") == ["upscale", "sharpen"]
+    assert {"upscale", "denoise", "sharpen", "jpeg"} <= set(ops_for_model("Restoration", "SCUNet"))
+    assert ops_for_model("FaceSR", "GFPGAN") == ["faces"]
+    assert ops_for_model("Restoration", "FBCNN") == ["jpeg"]      # named by one operation: only it
+    assert ops_for_model(None, None) == []

@@ -1,4 +1,4 @@
-"""The plug-in's filter table and transport decisions (plugin/ai-enhance/ai_enhance_filters.py)."""
+"""The plug-in's pure decisions derived from the operation table (ai_enhance_client/filters.py)."""
 import ast
 import sys
 from pathlib import Path
@@ -8,32 +8,48 @@ import pytest
 PLUGIN = Path(__file__).resolve().parents[2] / "plugin" / "ai-enhance"
 sys.path.insert(0, str(PLUGIN))
 
-import ai_enhance_filters as F  # noqa: E402
+from ai_enhance_client import filters as F  # noqa: E402
+from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import protocol as P  # noqa: E402
+from ai_enhance_client.params import ParamError  # noqa: E402
 
 
-def test_filter_table():
-    names = [f.proc_name for f in F.FILTERS]
+def test_one_procedure_per_menu_row():
+    names = [o.proc_name for o in optable.menu_ops()]
     assert len(set(names)) == len(names)
     assert names[:2] == ["python-fu-ai-enhance-upscale", "python-fu-ai-enhance-faces"]
-    for f in F.FILTERS:
-        assert f.proc_name.startswith("python-fu-ai-enhance-")
-        P.Op(f.op)                                   # a real protocol operation
-        assert 1 <= f.scale_default <= f.scale_max <= P.MAX_SCALE
-        assert f.default_model and f.title.startswith("AI ")
-        assert "..." in f.menu_label                 # it opens a dialog
-        assert F.BY_NAME[f.proc_name] is f
-        assert not f.mask_argument or f.result_mask  # mask mode "faces" needs a backend mask
-    up, faces = F.BY_NAME["python-fu-ai-enhance-upscale"], F.BY_NAME["python-fu-ai-enhance-faces"]
-    assert (up.op, up.default_model, up.scale_max, up.tile_argument, up.mask_argument) == \
-        ("upscale", "realesrgan-x4plus", 8, True, False)
-    assert (faces.op, faces.default_model, faces.scale_max, faces.mask_argument, faces.result_mask) == \
-        ("faces", "gfpgan-v1.4", 4, True, "faces")
+    assert {"python-fu-ai-enhance-denoise", "python-fu-ai-enhance-sharpen",
+            "python-fu-ai-enhance-jpeg"} <= set(names)
+    for o in optable.menu_ops():
+        assert o.proc_name.startswith("python-fu-ai-enhance-") and optable.BY_PROC[o.proc_name] is o
+        lo, hi, default = o.scale
+        assert 1 <= lo <= default <= hi <= P.MAX_SCALE
+        assert o.title.startswith("AI ") and "..." in o.menu_label     # it opens a dialog
+        assert set(o.result_masks) <= set(o.mask_modes) and o.mask_default in o.mask_modes
+    up, faces = optable.BY_NAME["upscale"], optable.BY_NAME["faces"]
+    assert (up.default_model, up.scale, up.tile) == ("realesrgan-x4plus", (1, 8, 2), True)
+    assert (faces.default_model, faces.scale[1], faces.mask_default, faces.result_masks) == \
+        ("gfpgan-v1.4", 4, "faces", ("faces",))
+
+
+def test_read_settings_validates_through_the_table():
+    den = optable.BY_NAME["denoise"]
+    cfg = {"model": " ffdnet-color ", "strength": 0.5, "tile-size": 0, "mask": "selection", "noise-level": 25.0}
+    st = F.read_settings(den, cfg.get)
+    assert (st.model, st.scale, st.strength, st.mask, st.options) == \
+        ("ffdnet-color", 1, 0.5, "selection", {"noise-level": 25.0})
+    with pytest.raises(ParamError, match="noise-level"):
+        F.read_settings(den, dict(cfg, **{"noise-level": 80.0}).get)
+    with pytest.raises(ParamError, match="mask"):
+        F.read_settings(den, dict(cfg, mask="faces").get)      # denoise returns no faces mask
 
 
 def test_layer_name():
-    up = F.BY_NAME["python-fu-ai-enhance-upscale"]
+    up, den, jpeg = (optable.BY_NAME[n] for n in ("upscale", "denoise", "jpeg"))
     assert F.layer_name(up, "realesrgan-x4plus", 2) == "AI Upscale realesrgan-x4plus \u00d72"
+    assert F.layer_name(den, "ffdnet-color", 1, {"noise_level": 23.4, "noise_level_estimated": True}) == \
+        "AI Denoise ffdnet-color \u03c323.4 (auto)"
+    assert F.layer_name(jpeg, "fbcnn-color", 1, {"quality": 40}) == "AI JPEG Cleanup fbcnn-color q40"
 
 
 @pytest.mark.parametrize("component, gray, alpha, fmt, channels, dtype", [
@@ -103,7 +119,7 @@ def test_plugin_module_keeps_gimp_calls_in_one_file_and_imports_no_numpy():
     top |= {n.module.split(".")[0] for n in ast.parse(main).body
             if isinstance(n, ast.ImportFrom) and n.module}
     assert "numpy" not in top and "gi" in top
-    for pure in [PLUGIN / "ai_enhance_filters.py", *(PLUGIN / "ai_enhance_client").glob("*.py")]:
+    for pure in (PLUGIN / "ai_enhance_client").glob("*.py"):
         tree = ast.parse(pure.read_text())
         mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

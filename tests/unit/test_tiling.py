@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from ai_enhance import tiling
-from ai_enhance.tiling import SizeReq, Span, plan, plan_axis
+from ai_enhance.runtime import tiling
+from ai_enhance.runtime.tiling import SizeReq, Span, plan, plan_axis
 
 
 # --------------------------------------------------------------------------- 1-D plans

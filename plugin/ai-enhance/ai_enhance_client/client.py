@@ -30,8 +30,8 @@ class ClientError(Exception):
 
 @dataclass
 class Result:
-    spec: P.ImageSpec
-    pixels: bytes
+    spec: P.ImageSpec | None        # None: the operation returns masks only (find-damage)
+    pixels: bytes | None
     masks: dict = field(default_factory=dict)   # name -> (ImageSpec, bytes)
     info: dict = field(default_factory=dict)
 
@@ -90,6 +90,8 @@ class Client:
             try:
                 msg = P.decode(frames, expect=P.REPLY_TYPES)
             except P.ProtocolError as e:
+                if e.peer_version is not None or "protocol v" in str(e):
+                    raise ClientError(f"the backend speaks another protocol version: {e}", "version") from None
                 raise ClientError(f"the backend sent a malformed reply ({e}); reinstall the plug-in "
                                   "and the backend from the same release", "protocol") from None
             if msg.job_id == job_id:
@@ -147,19 +149,23 @@ class Client:
     def cancel(self, job_id: str) -> None:
         self._socket().send_multipart(P.encode(P.new_header(P.MsgType.CANCEL, job_id)))
 
-    def enhance(self, *, op: str, model: str, spec: P.ImageSpec, pixels, scale: int = 1, tile: int = 0,
-                roi: P.Rect | None = None, options: dict | None = None,
+    def enhance(self, *, op: str, spec: P.ImageSpec, pixels, model: str | None = None, scale: int = 1,
+                tile: int = 0, roi: P.Rect | None = None, options: dict | None = None,
+                post: dict | None = None, mask: tuple[P.ImageSpec, bytes] | None = None,
                 on_progress: ProgressFn | None = None,
                 should_cancel: Callable[[], bool] | None = None,
                 job_id: str | None = None) -> Result:
-        """Run one job; blocks, calling on_progress(fraction, text) as tiles finish.
+        """Run one job; blocks, calling on_progress(fraction, text) as tiles finish.  ``mask`` is
+        the optional named input "mask" (1 channel u8, the image's size).
 
         Sends a heartbeat every second; if the backend stops answering heartbeats for
         `idle_timeout` seconds, gives up with a ClientError."""
         job_id = job_id or uuid.uuid4().hex
         sock = self._socket()
+        extra = [("mask", mask[0], mask[1])] if mask is not None else []
         sock.send_multipart(P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels,
-                                              scale=scale, tile=tile, roi=roi, options=options),
+                                              scale=scale, tile=tile, roi=roi, options=options,
+                                              post=post, extra_inputs=extra),
                             copy=False)
         last_seen = time.monotonic()
         next_beat = last_seen + HEARTBEAT_S
@@ -184,11 +190,13 @@ class Client:
                     on_progress(msg.header["fraction"], msg.header.get("text", ""))
             elif msg.type == P.MsgType.RESULT:
                 h = msg.header
-                spec_out = P.ImageSpec.from_json(h["image"])
+                spec_out = P.ImageSpec.from_json(h["image"]) if h.get("image") else None
+                frames = list(msg.frames)
+                pixels = bytes(frames.pop(0)) if spec_out is not None else None
                 masks = {}
-                for m, f in zip(h.get("masks", []), msg.frames[1:]):
+                for m, f in zip(h.get("masks", []), frames):
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
-                return Result(spec_out, bytes(msg.frames[0]), masks, h.get("info", {}))
+                return Result(spec_out, pixels, masks, h.get("info", {}))
             elif msg.type == P.MsgType.ERROR:
                 raise ClientError(_error_text(msg.header), msg.header.get("kind", "internal"))
             elif msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":

@@ -12,27 +12,24 @@ class MaskSource(str, Enum):
     RESULT_X_SELECTION = "result*selection"  # backend mask limited to the selection
 
 
-#: What the `mask` argument of a procedure may say.
-MASK_MODES = ("faces", "selection", "full")
-
-
 def choose_mask(mode: str, *, has_selection: bool, result_masks: tuple[str, ...] | list[str] = (),
-                result_mask_name: str = "faces") -> MaskSource:
-    """Which layer mask the new layer gets.
+                modes: tuple[str, ...] = ("faces", "selection", "full")) -> MaskSource:
+    """Which layer mask the new layer gets for the `mask` argument ``mode`` (one of ``modes``, the
+    operation's mask choices; ``result_masks`` are the masks the backend returned).
 
-    mode "selection": the selection (a white mask when nothing is selected: an empty selection
-                      would make an all-black mask and hide the layer);
-    mode "full":      always white;
-    mode "faces":     the backend's mask named `result_mask_name`, multiplied by the selection
-                      when there is one; without such a mask, like "selection".
+    "selection": the selection (a white mask when nothing is selected: an empty selection would
+                 make an all-black mask and hide the layer);
+    "full":      always white;
+    a name of a backend mask (e.g. "faces"): that mask, multiplied by the selection when there is
+                 one; when the backend returned no such mask, like "selection".
     """
+    if mode not in modes:
+        raise ValueError(f"unknown mask mode {mode!r}; use one of {', '.join(modes)}")
     if mode == "full":
         return MaskSource.WHITE
-    if mode == "faces" and result_mask_name in result_masks:
+    if mode in result_masks:
         return MaskSource.RESULT_X_SELECTION if has_selection else MaskSource.RESULT
-    if mode in ("faces", "selection"):
-        return MaskSource.SELECTION if has_selection else MaskSource.WHITE
-    raise ValueError(f"unknown mask mode {mode!r}; use one of {', '.join(MASK_MODES)}")
+    return MaskSource.SELECTION if has_selection else MaskSource.WHITE
 
 
 def multiply(a: bytes, b: bytes) -> bytes:

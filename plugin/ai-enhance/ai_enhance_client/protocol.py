@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Sequence
 
-VERSION = 1
+VERSION = 2
+#: Versions this side can tell apart well enough to answer with a useful error.
+OLDEST_KNOWN = 1
 
 #: Largest JSON header accepted (bytes).
 MAX_HEADER_BYTES = 64 * 1024
@@ -27,17 +29,21 @@ MAX_PIXELS = 256 * 1024 * 1024
 MAX_SCALE = 8
 MAX_TILE = 8192
 MAX_MASKS = 8
+MAX_INPUTS = 4
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+_OP_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 
 class ProtocolError(Exception):
     """A message that does not follow this protocol.  ``str()`` is one line with a hint."""
 
-    def __init__(self, message: str, job_id: str | None = None):
+    def __init__(self, message: str, job_id: str | None = None, peer_version: int | None = None):
         super().__init__(message)
         self.job_id = job_id
+        #: the version an older peer speaks, so that the answer can be in its version
+        self.peer_version = peer_version
 
 
 class MsgType(str, Enum):
@@ -89,16 +95,6 @@ class DType(str, Enum):
     @property
     def numpy_name(self) -> str:
         return {"u8": "uint8", "u16": "<u2", "f32": "<f4"}[self.value]
-
-
-class Op(str, Enum):
-    UPSCALE = "upscale"      # super-resolution / same-size enhancement with an SR model
-    FACES = "faces"          # face restoration (+ optional background model)
-    DENOISE = "denoise"
-    SHARPEN = "sharpen"
-    RESTORE = "restore"      # old photo restoration
-    COLORIZE = "colorize"
-    NOOP = "noop"            # returns the input; used to measure transport overhead
 
 
 @dataclass(frozen=True)
@@ -183,8 +179,8 @@ class Message:
     frames: list = field(default_factory=list)
 
 
-def new_header(type_: MsgType, job_id: str, **fields: Any) -> dict:
-    header = {"v": VERSION, "type": MsgType(type_).value, "job_id": job_id}
+def new_header(type_: MsgType, job_id: str, *, wire_version: int = VERSION, **fields: Any) -> dict:
+    header = {"v": wire_version, "type": MsgType(type_).value, "job_id": job_id}
     header.update({k: v for k, v in fields.items() if v is not None})
     return header
 
@@ -221,9 +217,8 @@ def decode(frames: Sequence[Any], *, expect: Iterable[MsgType] | None = None,
         raise ProtocolError("job_id must be 1-64 characters of letters, digits, '_.:-'")
     v = header.get("v")
     if v != VERSION:
-        raise ProtocolError(
-            f"protocol version {v!r} is not supported (this side speaks v{VERSION}); "
-            "install the plug-in and the backend from the same release", job_id)
+        older = isinstance(v, int) and not isinstance(v, bool) and OLDEST_KNOWN <= v < VERSION
+        raise ProtocolError(version_mismatch(v), job_id, v if older else None)
     try:
         mtype = MsgType(header.get("type"))
     except ValueError:
@@ -236,6 +231,18 @@ def decode(frames: Sequence[Any], *, expect: Iterable[MsgType] | None = None,
     msg = Message(mtype, job_id, header, list(frames[1:]))
     _VALIDATORS.get(mtype, _no_frames)(msg)
     return msg
+
+
+def version_mismatch(v: Any) -> str:
+    """The one-line message for a peer speaking another protocol version: which side to update."""
+    if isinstance(v, int) and not isinstance(v, bool) and v < VERSION:
+        return (f"the other side speaks protocol v{v}, this one v{VERSION}: an older plug-in or CLI is "
+                "talking to a newer backend; update the plug-in (re-run `python3 installer/install.py`)")
+    if isinstance(v, int) and not isinstance(v, bool) and v > VERSION:
+        return (f"the other side speaks protocol v{v}, this one v{VERSION}: update this side "
+                "(re-run `python3 installer/install.py`) so the plug-in and the backend match")
+    return (f"protocol version {v!r} is not supported (this side speaks v{VERSION}); "
+            "install the plug-in and the backend from the same release")
 
 
 def _buffer(f: Any):
@@ -288,28 +295,49 @@ def _check_options(obj: Any, what: str) -> None:
 def _validate_enhance(msg: Message) -> None:
     h, j = msg.header, msg.job_id
     try:
-        try:
-            Op(h.get("op"))
-        except ValueError:
-            raise ProtocolError(f"enhance.op must be one of {[o.value for o in Op]}, got {h.get('op')!r}") from None
-        _str_field(h, "model", "enhance")
+        op = h.get("op")
+        if not isinstance(op, str) or not _OP_RE.match(op):
+            raise ProtocolError(f"enhance.op must be an operation name such as 'upscale', got {op!r}")
+        if "model" in h:
+            _str_field(h, "model", "enhance")
         _int_field(h, "scale", 1, MAX_SCALE, "enhance", default=1)
         _int_field(h, "tile", 0, MAX_TILE, "enhance", default=0)
         if "timeout" in h:
             _float_field(h, "timeout", 1, 7 * 24 * 3600, "enhance")
-        spec = ImageSpec.from_json(h.get("image"), "image")
+        for key in ("options", "post"):
+            if key in h:
+                _check_options(h[key], key)
+        specs = input_specs(h)
+        if len(msg.frames) != len(specs):
+            raise ProtocolError(f"enhance announces {len(specs)} input frame(s) but carries {len(msg.frames)}")
+        for (name, spec), frame in zip(specs, msg.frames):
+            spec.check_frame(frame, name)
+        image = specs[0][1]
         if "roi" in h:
             roi = Rect.from_json(h["roi"], "roi")
-            if not roi.inside(spec.width, spec.height):
-                raise ProtocolError(f"roi {roi.to_json()} lies outside the {spec.width}x{spec.height} image")
-        if "options" in h:
-            _check_options(h["options"], "options")
-        if len(msg.frames) != 1:
-            raise ProtocolError(f"enhance carries exactly one image frame, got {len(msg.frames)}")
-        spec.check_frame(msg.frames[0])
+            if not roi.inside(image.width, image.height):
+                raise ProtocolError(f"roi {roi.to_json()} lies outside the {image.width}x{image.height} image")
     except ProtocolError as e:
         e.job_id = j
         raise
+
+
+def input_specs(header: dict) -> list[tuple[str, ImageSpec]]:
+    """The named input frames of an enhance header, in frame order; the first is "image"."""
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS:
+        raise ProtocolError(f"enhance.inputs must list 1..{MAX_INPUTS} named input frames")
+    out: list[tuple[str, ImageSpec]] = []
+    for i, entry in enumerate(inputs):
+        if not isinstance(entry, dict):
+            raise ProtocolError("each enhance.inputs entry must be an object with name and image")
+        name = _str_field(entry, "name", f"inputs[{i}]")
+        if any(name == n for n, _ in out):
+            raise ProtocolError(f"input {name!r} appears twice")
+        out.append((name, ImageSpec.from_json(entry.get("image"), name)))
+    if out[0][0] != "image":
+        raise ProtocolError(f"the first input must be named 'image', got {out[0][0]!r}")
+    return out
 
 
 def _validate_cancel(msg: Message) -> None:
@@ -323,15 +351,19 @@ def _validate_progress(msg: Message) -> None:
 
 def _validate_result(msg: Message) -> None:
     h = msg.header
-    spec = ImageSpec.from_json(h.get("image"), "image")
+    spec = None if h.get("image") is None else ImageSpec.from_json(h.get("image"), "image")
     masks = h.get("masks", [])
     if not isinstance(masks, list) or len(masks) > MAX_MASKS:
         raise ProtocolError(f"result.masks must be a list of at most {MAX_MASKS} entries", msg.job_id)
-    if len(msg.frames) != 1 + len(masks):
-        raise ProtocolError(f"result has {len(msg.frames)} frames, header announces {1 + len(masks)}",
+    n_image = 0 if spec is None else 1
+    if len(msg.frames) != n_image + len(masks):
+        raise ProtocolError(f"result has {len(msg.frames)} frames, header announces {n_image + len(masks)}",
                             msg.job_id)
-    spec.check_frame(msg.frames[0])
-    for m, f in zip(masks, msg.frames[1:]):
+    if spec is not None:
+        spec.check_frame(msg.frames[0])
+    elif not masks:
+        raise ProtocolError("a result carries an image, masks, or both", msg.job_id)
+    for m, f in zip(masks, msg.frames[n_image:]):
         if not isinstance(m, dict):
             raise ProtocolError("each result.masks entry must be an object", msg.job_id)
         _str_field(m, "name", "mask")
@@ -361,26 +393,37 @@ _VALIDATORS = {
 # --------------------------------------------------------------------------- builders
 
 
-def enhance_request(job_id: str, *, op: str, model: str, image: ImageSpec, pixels,
+def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: str | None = None,
                     scale: int = 1, tile: int = 0, roi: Rect | None = None,
-                    options: dict | None = None, timeout: float | None = None) -> list:
-    header = new_header(MsgType.ENHANCE, job_id, op=Op(op).value, model=model, scale=scale,
-                        tile=tile, image=image.to_json(),
+                    options: dict | None = None, post: dict | None = None,
+                    extra_inputs: Sequence[tuple[str, ImageSpec, Any]] = (),
+                    timeout: float | None = None) -> list:
+    """An enhance request: ``image`` + ``pixels`` is the first input; ``extra_inputs`` are further
+    named frames (e.g. ``("mask", spec, bytes)``)."""
+    inputs = [{"name": "image", "image": image.to_json()}]
+    inputs += [{"name": n, "image": s.to_json()} for n, s, _ in extra_inputs]
+    header = new_header(MsgType.ENHANCE, job_id, op=op, model=model or None, scale=scale,
+                        tile=tile, inputs=inputs,
                         roi=roi.to_json() if roi else None, options=options or None,
-                        timeout=timeout)
-    return encode(header, [pixels])
+                        post=post or None, timeout=timeout)
+    return encode(header, [pixels, *[p for _, _, p in extra_inputs]])
 
 
-def result_reply(job_id: str, image: ImageSpec, pixels, masks: Sequence[tuple[str, ImageSpec, Any]] = (),
-                 info: dict | None = None) -> list:
-    header = new_header(MsgType.RESULT, job_id, image=image.to_json(),
+def result_reply(job_id: str, image: ImageSpec | None, pixels,
+                 masks: Sequence[tuple[str, ImageSpec, Any]] = (), info: dict | None = None) -> list:
+    header = new_header(MsgType.RESULT, job_id,
                         masks=[{"name": n, "image": s.to_json()} for n, s, _ in masks],
                         info=info or {})
-    return encode(header, [pixels, *[p for _, _, p in masks]])
+    header["image"] = image.to_json() if image else None
+    frames = ([pixels] if image is not None else []) + [p for _, _, p in masks]
+    return encode(header, frames)
 
 
-def error_reply(job_id: str, kind: ErrorKind, message: str, hint: str = "") -> list:
-    return encode(new_header(MsgType.ERROR, job_id, kind=ErrorKind(kind).value,
+def error_reply(job_id: str, kind: ErrorKind, message: str, hint: str = "",
+                version: int = VERSION) -> list:
+    """An error reply; ``version`` lets an older peer read it (its error message had the same
+    fields in every version so far)."""
+    return encode(new_header(MsgType.ERROR, job_id, wire_version=version, kind=ErrorKind(kind).value,
                              message=one_line(message), hint=one_line(hint) if hint else None))
 
 

@@ -1,80 +1,74 @@
-"""The plug-in's filters as data: one FilterSpec per PDB procedure, plus the pure decisions the
-GIMP module needs (pixel transport format per precision, layer names, the dialog's model list).
+"""The plug-in's pure decisions, derived from the operation table (``ops``): what each PDB
+procedure reads from its config, the layer name of a result, the pixel transport format per
+precision, and the dialog's model list.
 
-No GIMP imports here: the table and helpers are unit-tested without GIMP.  Adding a filter
-(Denoise, Sharpen, ...) is one more FilterSpec in FILTERS; ai-enhance.py registers and runs every
-entry through the same code path.
+No GIMP imports here: unit-tested without GIMP.  ai-enhance.py registers and runs every row of the
+table through the same code path.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
-from ai_enhance_client.geometry import DEFAULT_MARGIN
-from ai_enhance_client.masks import MASK_MODES
+from .ops import OpSpec
+from .params import Param, Stage, validate
 
 
 @dataclass(frozen=True)
-class FilterSpec:
-    proc_name: str              # PDB name
-    op: str                     # protocol.Op value the backend runs
-    menu_label: str             # "<Image>/Filters/AI Enhance" entry
-    title: str                  # layer-name prefix and dialog title
-    blurb: str
-    help: str
-    default_model: str
-    scale_max: int
-    scale_default: int
-    tile_argument: bool = False         # adds `tile-size`
-    mask_argument: bool = False         # adds `mask` (choice of MASK_MODES), default "faces"
-    result_mask: str = ""               # name of the backend mask used by mask mode "faces"
-    margin: int = DEFAULT_MARGIN        # context pixels around a selection box
-
-    @property
-    def short_name(self) -> str:
-        return self.proc_name.rsplit("-", 1)[-1]
+class JobSettings:
+    """What one run of a filter asks for, read from the procedure's config."""
+    model: str
+    scale: int
+    strength: float
+    tile: int
+    mask: str
+    options: dict
+    post: dict
 
 
-MENU_PATH = "<Image>/Filters/AI Enhance"
-
-FILTERS: tuple[FilterSpec, ...] = (
-    FilterSpec(
-        proc_name="python-fu-ai-enhance-upscale",
-        op="upscale",
-        menu_label="_Upscale...",
-        title="AI Upscale",
-        blurb="Upscale or enhance with an AI super-resolution model, as a new masked layer",
-        help="Runs a super-resolution model (Real-ESRGAN and others) on the active layer, or on "
-             "the selection's bounding box when there is a selection, and puts the result on a new "
-             "layer directly above it, masked by the selection. Scale > 1 first scales the whole "
-             "image so every layer stays aligned. The source layer is never modified.",
-        default_model="realesrgan-x4plus",
-        scale_max=8,
-        scale_default=2,
-        tile_argument=True,
-    ),
-    FilterSpec(
-        proc_name="python-fu-ai-enhance-faces",
-        op="faces",
-        menu_label="Restore _Faces...",
-        title="AI Restore Faces",
-        blurb="Restore faces with an AI face-restoration model, as a new layer masked to the faces",
-        help="Finds the faces in the active layer (or in the selection's bounding box), restores "
-             "them with a face-restoration model (GFPGAN and others) and puts the result on a new "
-             "layer above the source. The layer mask covers the restored faces (mask 'faces'), "
-             "the selection (mask 'selection') or everything (mask 'full').",
-        default_model="gfpgan-v1.4",
-        scale_max=4,
-        scale_default=1,
-        mask_argument=True,
-        result_mask="faces",
-    ),
-)
-
-BY_NAME = {f.proc_name: f for f in FILTERS}
+def read_settings(op: OpSpec, get: Callable[[str], Any]) -> JobSettings:
+    """The run's settings from ``get(name)`` (the config's get_property), validated by the one
+    validator; ParamError (one line) for a value out of range."""
+    values = {p.name: _plain(get(p.name)) for p in op.all_params}
+    job = {p.name: values[p.name] for p in op.job_params}
+    for p in op.job_params:
+        job[p.name] = p.check(job[p.name], op.title)
+    options = validate([p for p in op.params if p.stage is Stage.OPTION],
+                       {p.name: values[p.name] for p in op.params if p.stage is Stage.OPTION}, what=op.title)
+    post = validate([p for p in op.params if p.stage is Stage.POST],
+                    {p.name: values[p.name] for p in op.params if p.stage is Stage.POST}, what=op.title)
+    return JobSettings(model=(job.get("model") or "").strip(), scale=int(job.get("scale", 1)),
+                       strength=float(job.get("strength", 1.0)), tile=int(job.get("tile-size", 0)),
+                       mask=str(job.get("mask", "selection")), options=options, post=post)
 
 
-def layer_name(spec: FilterSpec, model: str, scale: int) -> str:
-    return f"{spec.title} {model} \u00d7{scale}"
+def _plain(v: Any) -> Any:
+    """GObject values as plain Python: a choice's nick stays a string (trimmed: a typed model id
+    may carry spaces), numbers stay numbers."""
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, (bool, int, float)) or v is None:
+        return v
+    return str(v).strip()
+
+
+def dialog_params(op: OpSpec) -> list[Param]:
+    """The controls of the dialog, in table order: everything but the model (which gets a list of
+    the backend's models)."""
+    return [p for p in op.all_params if p.name != "model"]
+
+
+def layer_name(op: OpSpec, model: str, scale: int, info: dict | None = None) -> str:
+    """"AI Upscale realesrgan-x4plus ×2", "AI Denoise ffdnet-color σ23 (auto)", ..."""
+    name = f"{op.title} {model}"
+    if op.scale[1] > 1:
+        name += f" \u00d7{scale}"
+    info = info or {}
+    if isinstance(info.get("noise_level"), (int, float)):
+        name += f" \u03c3{info['noise_level']:g}" + (" (auto)" if info.get("noise_level_estimated") else "")
+    if isinstance(info.get("quality"), int):
+        name += f" q{info['quality']}" + (" (auto)" if info.get("quality_estimated") else "")
+    return name
 
 
 # --------------------------------------------------------------------------- pixel transport

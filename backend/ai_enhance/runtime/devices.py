@@ -312,3 +312,20 @@ def conv_width(module) -> int:
         elif isinstance(m, torch.nn.Linear):
             widest = max(widest, m.in_features + m.out_features)
     return widest or 64
+
+
+def is_oom(e: BaseException) -> bool:
+    """An out-of-memory failure of torch (CUDA, MPS, CPU allocator) or Python."""
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None))
+                      if isinstance(k, type))
+        if kinds and isinstance(e, kinds):
+            return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        s in msg for s in ("out of memory", "can't allocate memory", "not enough memory",
+                           "failed to allocate"))

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-SAMPLE = Path(__file__).with_name("assets") / "sample.png"
+SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.png"
 
 
 def _add_serve(sub) -> None:
@@ -32,15 +32,23 @@ def _add_serve(sub) -> None:
 
 
 def _add_enhance(sub) -> None:
+    from ai_enhance_client import ops as optable
+
+    from .flags import add_param_flags
+
+    names = [o.name for o in optable.OPS if o.menu]
     p = sub.add_parser("enhance", help="enhance an image file through the backend (starts it if needed)")
     p.add_argument("input", nargs="?", type=Path, help="PNG/JPEG/TIFF (default: a built-in sample photo)")
     p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
-    p.add_argument("--model", default="realesrgan-x4plus", help="model id (see `ai-enhance models list`)")
-    p.add_argument("--op", default="upscale", help="upscale (default), faces, ...")
-    p.add_argument("--scale", type=int, default=None, help="output scale 1..8 (default: the model's)")
-    p.add_argument("--tile", type=int, default=0, help="tile size in pixels (0 = automatic)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. denoise_strength=0.5 (repeatable)")
+    p.add_argument("--op", default="upscale", choices=names + ["noop"], metavar="OP",
+                   help=f"the operation: {', '.join(names)} (default upscale)")
+    p.add_argument("--model", default="", help="model id (see `ai-enhance models list`); default: the "
+                                               "operation's best installed model")
+    p.add_argument("--scale", type=int, default=None,
+                   help="output scale (upscale 1..8, faces 1..4; default: the model's, at most the op's)")
+    p.add_argument("--tile", "--tile-size", dest="tile", type=int, default=0,
+                   help="tile size in pixels (0 = automatic)")
+    add_param_flags(p)
     p.add_argument("--endpoint", help="backend endpoint (default: AI_ENHANCE_ENDPOINT, settings, default port)")
     p.add_argument("--no-autostart", action="store_true", help="fail instead of starting a backend")
     p.add_argument("--mask-output", type=Path, help="also write the backend's mask (e.g. faces) here")
@@ -67,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
-        from .doctor import main as doctor_main
+        from ..doctor import main as doctor_main
         return doctor_main(argv[1:])
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.version:
-        from . import __version__
+        from .. import __version__
         print(f"ai-enhance {__version__}")
         return 0
     if args.cmd == "serve":
@@ -89,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args) -> int:
     from ai_enhance_client.settings import Settings
-    from .server import ServeConfig, serve
+
+    from ..server import ServeConfig, serve
 
     cfg = ServeConfig(endpoint=args.endpoint or Settings.load().endpoint, models_dir=args.models_dir,
                       log_file=args.log_file, device=args.device, queue_size=args.queue_size,
@@ -98,19 +107,6 @@ def cmd_serve(args) -> int:
                       max_output_pixels=int(args.max_output_mp * 1e6),
                       max_frame_bytes=int(args.max_frame_mb * (1 << 20)))
     return serve(cfg, verbose=args.verbose)
-
-
-def _parse_options(items: list[str]) -> dict:
-    out: dict = {}
-    for it in items:
-        key, sep, val = it.partition("=")
-        if not sep:
-            raise SystemExit(f"ai-enhance: --option {it!r} must look like KEY=VALUE")
-        try:
-            out[key] = json.loads(val)
-        except ValueError:
-            out[key] = val
-    return out
 
 
 class _Bar:
@@ -137,41 +133,55 @@ class _Bar:
 
 
 def cmd_enhance(args) -> int:
-    from ai_enhance_client import protocol as P
-    from ai_enhance_client.client import Client, ClientError
-    from .images import ImageFileError, read_image, write_image
     import numpy as np
 
+    from ai_enhance_client import ops as optable
+    from ai_enhance_client import protocol as P
+    from ai_enhance_client.client import Client, ClientError
+    from ai_enhance_client.params import ParamError
+
+    from ..images import ImageFileError, read_image, write_image
+    from ..pixels import NUMPY_OF, WIRE_OF
+    from .flags import collect
+
+    op = optable.get(args.op)
+    try:
+        options, post = collect(args, op)
+        if args.scale is not None:
+            op.check_scale(args.scale)
+    except ParamError as e:
+        print(f"ai-enhance: {e}", file=sys.stderr)
+        return 2
     src = args.input or SAMPLE
     try:
         img = read_image(src)
     except ImageFileError as e:
         print(f"ai-enhance: {e}", file=sys.stderr)
         return 2
-    dtype = {np.dtype(np.uint8): P.DType.U8, np.dtype(np.uint16): P.DType.U16,
-             np.dtype(np.float32): P.DType.F32}[img.dtype]
-    spec = P.ImageSpec(img.shape[1], img.shape[0], img.shape[2], dtype)
+    spec = P.ImageSpec(img.shape[1], img.shape[0], img.shape[2], WIRE_OF[img.dtype])
     bar = _Bar(args.quiet)
     t0 = time.monotonic()
     try:
         with Client(args.endpoint) as client:
             caps = client.ensure_backend(autostart=not args.no_autostart,
                                          on_wait=lambda text: bar(0.0, text))
-            scale = args.scale
-            if scale is None:
-                scale = next((m.get("scale") for m in caps.get("models", []) if m.get("id") == args.model), 1) or 1
-            res = client.enhance(op=args.op, model=args.model, spec=spec, pixels=memoryview(img).cast("B"),
-                                 scale=scale, tile=args.tile, options=_parse_options(args.option),
-                                 on_progress=bar)
+            scale = args.scale if args.scale is not None else default_scale(op, args.model, caps)
+            res = client.enhance(op=op.name, model=args.model or None, spec=spec,
+                                 pixels=memoryview(img).cast("B"), scale=scale, tile=args.tile,
+                                 options=options, post=post, on_progress=bar)
     except ClientError as e:
         bar.done()
         print(f"ai-enhance: {e}", file=sys.stderr)
         return 1
     bar.done()
-    out = np.frombuffer(res.pixels, dtype=P.DType(res.spec.dtype).numpy_name).reshape(
-        res.spec.height, res.spec.width, res.spec.channels)
     try:
-        write_image(args.output, out)
+        if res.spec is not None:
+            out = np.frombuffer(res.pixels, dtype=NUMPY_OF[res.spec.dtype]).reshape(
+                res.spec.height, res.spec.width, res.spec.channels)
+            write_image(args.output, out)
+        else:     # a masks-only operation: its first mask is the output
+            name, (mspec, mbytes) = next(iter(res.masks.items()))
+            write_image(args.output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
         if args.mask_output and res.masks:
             name, (mspec, mbytes) = next(iter(res.masks.items()))
             write_image(args.mask_output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
@@ -180,13 +190,27 @@ def cmd_enhance(args) -> int:
         return 1
     if not args.quiet:
         msg = res.info.get("message")
-        print(f"{src} ({spec.width}x{spec.height}) -> {args.output} ({res.spec.width}x{res.spec.height}) "
-              f"with {args.model} in {time.monotonic() - t0:.1f} s" + (f"; {msg}" if msg else ""))
+        size = f"{res.spec.width}x{res.spec.height}" if res.spec else "mask"
+        print(f"{src} ({spec.width}x{spec.height}) -> {args.output} ({size}) "
+              f"with {res.info.get('model') or args.model or op.name} in {time.monotonic() - t0:.1f} s"
+              + (f"; {msg}" if msg else ""))
     return 0
 
 
+def default_scale(op, model: str, caps: dict) -> int:
+    """The model's native scale, within the operation's range (1 for same-size operations)."""
+    lo, hi, default = op.scale
+    if hi == 1:
+        return 1
+    mid = model or next((m for m in op.models
+                         if any(x.get("id") == m and x.get("installed") for x in caps.get("models", []))),
+                        op.default_model)
+    native = next((m.get("scale") for m in caps.get("models", []) if m.get("id") == mid), None)
+    return max(lo, min(hi, native or default))
+
+
 def cmd_models(args) -> int:
-    from .models import ModelStore
+    from ..models import ModelStore
 
     store = ModelStore(args.models_dir) if getattr(args, "models_dir", None) else ModelStore()
     infos = store.list()

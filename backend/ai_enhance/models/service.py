@@ -1,0 +1,131 @@
+"""What an operation may ask of the models layer, in one object: resolve an id, get a loaded model
+or support network from the one network cache, keep it in use while running, and run a model over
+an image tiled.  The engine owns one ``ModelService``; operations receive it in their context.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from ai_enhance_client.protocol import ErrorKind
+
+from ..errors import EnhanceError
+from ..jobs import IsCancelled, Progress
+from ..runtime import devices
+from ..runtime.cache import EntryKind, NetworkCache
+from ..runtime.tiled import DEFAULT_CONTEXT, DEFAULT_OVERLAP, TiledResult, TiledRunner
+from . import helpers
+from .catalog import ModelInfo
+from .store import LoadedModel, ModelStore, dni_strength
+
+log = logging.getLogger("ai_enhance.models")
+
+
+class ModelService:
+    def __init__(self, store: ModelStore, device: str = "auto", idle_unload_s: float = 600.0,
+                 max_models: int = 3, context: int = DEFAULT_CONTEXT, overlap: int = DEFAULT_OVERLAP,
+                 band_on_device: bool | None = None):
+        self.store = store
+        self.preferred_device = device
+        self.cache = NetworkCache(max_models=max_models, idle_s=idle_unload_s,
+                                  on_drop=lambda: devices.empty_cache(self._device))
+        self.context, self.overlap, self.band_on_device = int(context), int(overlap), band_on_device
+        self._device: devices.DeviceInfo | None = None
+        self._runner: TiledRunner | None = None
+
+    # ----------------------------------------------------------------- device
+
+    @property
+    def device_info(self) -> devices.DeviceInfo:
+        if self._device is None:
+            try:
+                self._device = devices.probe(None if self.preferred_device == "auto" else self.preferred_device)
+            except ValueError as e:
+                raise EnhanceError(ErrorKind.UNSUPPORTED, str(e),
+                                   "start the backend with --device auto or cpu") from None
+        return self._device
+
+    @property
+    def runner(self) -> TiledRunner:
+        if self._runner is None:
+            self._runner = TiledRunner(self.device_info, self.context, self.overlap, self.band_on_device)
+        return self._runner
+
+    # ----------------------------------------------------------------- models
+
+    def resolve(self, model_id: str) -> ModelInfo:
+        return self.store.resolve(model_id)
+
+    def get_model(self, info: ModelInfo | str, options: dict | None = None) -> LoadedModel:
+        """The loaded model for ``info`` (a ModelInfo or an id), from the cache when possible; a
+        changed file (size, mtime) or another DNI weight is another cache entry."""
+        if isinstance(info, str):
+            info = self.store.resolve(info)
+        options = options or {}
+        variant = (("dni", round(dni_strength(info, options), 4)),) if info.dni else ()
+        stamp = self._stamp(info)
+        dev = self.device_info
+        key = ("model", info.id, str(info.path), stamp, variant, dev.torch_device)
+
+        def build() -> LoadedModel:
+            t0 = time.monotonic()
+            lm = self.store.load(info, dev, options=options)
+            lm.max_activation = devices.max_activation_per_px(lm.module, lm.input_channels)
+            lm.cache_key = key
+            log.info("loaded %s (%s, x%d, %s) on %s in %.1f s", info.id, lm.arch, lm.scale, lm.dtype,
+                     lm.device, time.monotonic() - t0)
+            return lm
+        return self.cache.get(key, build, kind=EntryKind.MODEL, label=info.id)
+
+    def helper(self, info: ModelInfo):
+        """A support network (face detector, parser) from the same cache."""
+        import torch
+
+        dev = torch.device(self.device_info.torch_device)
+        key = ("helper", info.id, str(info.path), self._stamp(info), str(dev))
+        return self.cache.get(key, lambda: helpers.build(info, dev), kind=EntryKind.HELPER, label=info.id)
+
+    def _stamp(self, info: ModelInfo) -> tuple:
+        try:
+            st = info.path.stat()
+        except (OSError, AttributeError):
+            raise self.store.missing_error(info) from None
+        return st.st_size, st.st_mtime_ns
+
+    @contextmanager
+    def using(self, lm: LoadedModel) -> Iterator[LoadedModel]:
+        with self.cache.using(lm.cache_key):
+            yield lm
+
+    @property
+    def loads(self) -> int:
+        """Models loaded from disk so far (support networks not counted)."""
+        return self.cache.builds[EntryKind.MODEL]
+
+    def loaded_models(self) -> list[dict]:
+        now = time.monotonic()
+        return [{"id": e.obj.info.id, "device": e.obj.device, "dtype": e.obj.dtype,
+                 "arch": e.obj.arch, "idle_s": round(now - e.last_used, 1)}
+                for e in self.cache.entries(EntryKind.MODEL)]
+
+    def unload_idle(self, now: float | None = None) -> list[str]:
+        """Drop networks unused for the idle time; returns the ids of the models dropped."""
+        return [e.obj.info.id for e in self.cache.unload_idle(now) if e.kind is EntryKind.MODEL]
+
+    def unload_all(self) -> None:
+        self.cache.clear()
+
+    # ----------------------------------------------------------------- running
+
+    def auto_tile(self, lm: LoadedModel) -> int:
+        return self.runner.auto_tile(lm)
+
+    def run_tiled(self, lm: LoadedModel, color: np.ndarray, roi: tuple[int, int, int, int], scale: int,
+                  tile: int, options: dict, progress: Progress, is_cancelled: IsCancelled,
+                  on_info=None) -> TiledResult:
+        with self.using(lm):
+            return self.runner.run(lm, color, roi, scale, tile, options, progress, is_cancelled, on_info)
