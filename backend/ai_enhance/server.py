@@ -203,6 +203,10 @@ class Server:
             if not self.stopping.is_set():
                 self._refresh_caps()
 
+    def refresh_capabilities(self) -> None:
+        """Ask the capabilities thread for a rebuild now (after a job, a model install ...)."""
+        self._caps_wanted.set()
+
     def capabilities(self) -> dict:
         with self._caps_lock:
             caps = dict(self._caps or {})
@@ -467,7 +471,7 @@ class Server:
             job.inputs = {}
             job.frames = []
             self.jobs_done += 1
-        self._caps_wanted.set()          # a job may have loaded or unloaded models
+        self.refresh_capabilities()      # a job may have loaded or unloaded models
         post(job, reply, True)
 
 
