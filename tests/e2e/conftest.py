@@ -142,8 +142,9 @@ class Gimp:
                                            f"{run.stderr[-3000:]}")
                     shutil.rmtree(final, ignore_errors=True)
                     os.rename(build, final)
-                    for old in cache.glob("profile-*"):   # older plug-in versions
-                        if old != final:
+                    for old in cache.glob("profile-*"):   # older plug-in versions, unused for a
+                        # while: another checkout's run may still be copying a recent one
+                        if old != final and time.time() - old.stat().st_mtime > 6 * 3600:
                             shutil.rmtree(old, ignore_errors=True)
                 finally:
                     shutil.rmtree(build, ignore_errors=True)
