@@ -35,8 +35,8 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
-from ai_enhance_client.filters import (dialog_params, layer_name, model_choices, read_settings,  # noqa: E402
-                                       transport)
+from ai_enhance_client.filters import (dialog_params, image_defaults, layer_name, model_choices,  # noqa: E402
+                                       read_settings, transport)
 from ai_enhance_client.params import Kind, ParamError  # noqa: E402
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
@@ -66,6 +66,11 @@ def _offsets(drawable) -> tuple[int, int]:
     if isinstance(r, tuple) and len(r) == 3:   # (ok, x, y)
         return int(r[1]), int(r[2])
     return int(r[0]), int(r[1])
+
+
+def _parasite_bytes(item, name: str):
+    p = item.get_parasite(name)
+    return bytes(p.get_data()) if p is not None else None
 
 
 def _rect(box: geometry.Box):
@@ -426,6 +431,8 @@ class AIEnhance(Gimp.PlugIn):
             job = Job(op, image, source)
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 caps = job.connect()
+                for name, value in image_defaults(op, lambda n: _parasite_bytes(image, n)).items():
+                    config.set_property(name, value)
                 if not _dialog(procedure, config, op, caps):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             try:

@@ -59,3 +59,9 @@ def test_dialog_cancel_adds_nothing(dialog_run):
     assert r["dialog"] is not None
     assert not r["success"] and r["status"] == "cancel"
     assert r["after"] == r["before"]
+
+
+def test_jpeg_cleanup_starts_at_the_quality_gimp_read_from_the_file(dialog_run):
+    r = dialog_run.case("jpeg_dialog_starts_at_the_files_quality")
+    assert r["dialog"] is not None and r["dialog"]["title"] == "AI JPEG Cleanup"
+    assert r["dialog"]["values"]["quality"] == 72

@@ -44,6 +44,18 @@ def test_read_settings_validates_through_the_table():
         F.read_settings(den, dict(cfg, mask="faces").get)      # denoise returns no faces mask
 
 
+def test_jpeg_quality_from_gimps_parasite():
+    jpeg = optable.BY_NAME["jpeg"]
+    # GIMP's "jpeg-settings": colour space, IJG quality, components, tables, sampling factors
+    rec = bytes([3, 72, 3, 0, 2, 2, 1, 1, 1, 1])
+    assert F.jpeg_quality(rec) == 72
+    assert F.image_defaults(jpeg, {"jpeg-settings": rec}.get) == {"quality": 72}
+    assert F.image_defaults(jpeg, {}.get) == {}                                  # not from a JPEG
+    assert F.image_defaults(jpeg, {"jpeg-settings": bytes([3, 0, 3, 0])}.get) == {}   # unknown quality
+    assert F.image_defaults(jpeg, {"jpeg-settings": b"\x03"}.get) == {}          # truncated
+    assert F.image_defaults(optable.BY_NAME["denoise"], {"jpeg-settings": rec}.get) == {}
+
+
 def test_layer_name():
     up, den, jpeg = (optable.BY_NAME[n] for n in ("upscale", "denoise", "jpeg"))
     assert F.layer_name(up, "realesrgan-x4plus", 2) == "AI Upscale realesrgan-x4plus \u00d72"

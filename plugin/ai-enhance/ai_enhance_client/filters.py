@@ -52,6 +52,33 @@ def _plain(v: Any) -> Any:
     return str(v).strip()
 
 
+def jpeg_quality(parasite: bytes | None) -> int | None:
+    """The JPEG quality GIMP's JPEG loader recorded in the image's "jpeg-settings" parasite
+    (byte 0: colour space, byte 1: IJG quality 1..100, 0 when it could not tell), or None."""
+    if not parasite or len(parasite) < 4:
+        return None
+    q = parasite[1]
+    return q if 1 <= q <= 100 else None
+
+
+#: image facts that can give a parameter's dialog default: name -> (parasite name, reader)
+IMAGE_FACTS: dict[str, tuple[str, Callable[[bytes | None], Any]]] = {
+    "jpeg-quality": ("jpeg-settings", jpeg_quality),
+}
+
+
+def image_defaults(op: OpSpec, parasite: Callable[[str], bytes | None]) -> dict:
+    """Dialog defaults an image supplies (``parasite(name)`` reads an image parasite's bytes)."""
+    out = {}
+    for p in op.params:
+        fact = IMAGE_FACTS.get(p.from_image)
+        if fact is not None:
+            value = fact[1](parasite(fact[0]))
+            if value is not None:
+                out[p.name] = p.check(value)
+    return out
+
+
 def dialog_params(op: OpSpec) -> list[Param]:
     """The controls of the dialog, in table order: everything but the model (which gets a list of
     the backend's models)."""

@@ -128,8 +128,9 @@ NOISE_LEVEL = Param(
 QUALITY = Param(
     "quality", Kind.INT, 0, "JPEG _quality",
     "The JPEG quality the image was saved with (1-100); 0 = automatic: the model estimates it and "
-    "the layer name shows its estimate. A lower value cleans harder",
-    min=0, max=100)
+    "the layer name shows its estimate. A lower value cleans harder. For an image opened from a "
+    "JPEG file the dialog starts at the quality GIMP read from the file",
+    min=0, max=100, from_image="jpeg-quality")
 
 DENOISE_STRENGTH = Param(
     "denoise-strength", Kind.FLOAT, 0.5, "_Denoise strength",

@@ -61,6 +61,7 @@ class Param:
     advanced: bool = False             # under the dialog's Advanced section
     applies_to: tuple[str, ...] = ()   # model ids or spandrel architectures using it; () = all
     percent: bool = False              # a 0..1 value the dialog shows as 0..100 %
+    from_image: str = ""               # an image fact that gives the dialog's default ("jpeg-quality")
 
     def __post_init__(self):
         if not _NAME_RE.match(self.name):

@@ -10,12 +10,12 @@ REPORT = os.environ["AI_ENHANCE_DIALOG_REPORT"]
 ANSWER = os.environ["AI_ENHANCE_DIALOG_AUTORESPONSE"]   # a file: the answer for the next dialog
 
 
-def _interactive(img, layer, answer="ok", **props):
+def _interactive(img, layer, answer="ok", proc_name=UP, **props):
     with open(ANSWER, "w") as f:
         f.write(answer)
     if os.path.exists(REPORT):
         os.remove(REPORT)
-    proc = Gimp.get_pdb().lookup_procedure(UP)
+    proc = Gimp.get_pdb().lookup_procedure(proc_name)
     cfg = proc.create_config()
     cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
     cfg.set_property("image", img)
@@ -57,6 +57,23 @@ def ok_again_remembers_last_values():
 def cancel():
     img, layer = _img()
     return _interactive(img, layer, answer="cancel", scale=2)
+
+
+@case
+def jpeg_dialog_starts_at_the_files_quality():
+    """An image opened from a JPEG saved at quality 72: JPEG Cleanup's dialog starts there."""
+    img, layer = _img()
+    path = PARAMS["workdir"] + "/q72.jpg"
+    proc = Gimp.get_pdb().lookup_procedure("file-jpeg-export")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_property("file", Gio.File.new_for_path(path))
+    cfg.set_property("quality", 0.72)
+    proc.run(cfg)
+    loaded = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+    return _interactive(loaded, loaded.get_layers()[0], answer="cancel",
+                        proc_name="python-fu-ai-enhance-jpeg")
 
 
 finish()
