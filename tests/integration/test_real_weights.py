@@ -167,3 +167,36 @@ def test_x4plus_same_size_enhancement_on_a_real_photo(real_models_dir, engine):
                      lambda: False).image
     assert out.shape == img.shape and out.dtype == np.uint8
     assert 22 <= psnr(out, img) < 60
+
+
+def gradient_energy(img: np.ndarray) -> float:
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(np.mean(np.diff(g, axis=0) ** 2) + np.mean(np.diff(g, axis=1) ** 2))
+
+
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+def test_denoise_automatic_level_on_a_real_photo(real_models_dir, engine, sigma):
+    """noise-level 0: the backend measures the noise (within 20 % of the truth), tells it, and
+    the result gains as much as with the true level."""
+    need(real_models_dir, "ffdnet_color.pth")
+    clean = photo(160, 80, 140)
+    rng = np.random.default_rng(sigma)
+    noisy = np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 255).astype(np.uint8)
+    out = engine.run(JobRequest("denoise", "ffdnet-color", 1, 0), noisy, lambda f, t: None, lambda: False)
+    assert out.info["noise_level_estimated"] is True
+    assert abs(out.info["noise_level"] - sigma) <= 0.2 * sigma, out.info
+    gain = psnr(out.image, clean) - psnr(noisy, clean)
+    assert gain >= {15: 5, 25: 8, 50: 8}[sigma], gain
+
+
+def test_sharpen_with_x4plus_when_no_deblurring_model_is_installed(real_models_dir, engine):
+    """Sharpen's default without deblurring models is the x4 super-resolution model at the same
+    size: same size out, measurably sharper than the blurred input."""
+    need(real_models_dir, "RealESRGAN_x4plus.pth")
+    img = cv2.resize(photo(128), (64, 64), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(img, (0, 0), 1.2)
+    out = engine.run(JobRequest("sharpen"), blurred, lambda f, t: None, lambda: False)
+    assert out.info["model"] == "realesrgan-x4plus"          # the best installed for sharpen
+    assert out.image.shape == blurred.shape and out.image.dtype == np.uint8
+    assert gradient_energy(out.image) > 1.3 * gradient_energy(blurred)
+    assert psnr(out.image, blurred) > 20                     # the same picture
