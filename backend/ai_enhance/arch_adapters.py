@@ -40,6 +40,7 @@ OPT_INPUT_SIZE = "input-size"
 NOISE_RANGE = (0.0, 75.0)
 FACE_SIZE = 512
 MAT_SIZE = 512
+MAT_MAX_SIDE = 1024         # MAT pads to squares of 512*k; bigger inputs are shrunk to this first
 DDCOLOR_SIZE = 512          # upstream's inference default (scripts/infer.py --input_size 512)
 MAT_SEED = 0                # MAT's latent z: fixed, so the same request gives the same fill
 
@@ -290,12 +291,24 @@ def lama(descriptor, info=None, path=None):
     return facts_of(descriptor, tiling="internal"), forward
 
 
+def mat_plan(height: int, width: int) -> tuple[float, int]:
+    """(resize factor, padded square side) for MAT: upstream runs at any multiple of 512 and
+    pads (never resizes); past :data:`MAT_MAX_SIDE` the picture is first shrunk so the cost
+    stays bounded (MAT's cost grows with the square of the side)."""
+    side = max(height, width)
+    factor = min(1.0, MAT_MAX_SIDE / side)
+    side = max(1, round(side * factor))
+    return factor, -(-side // MAT_SIZE) * MAT_SIZE
+
+
 def mat(descriptor, info=None, path=None):
-    """MAT (Places 512): ``forward(x, options, mask)``.  The generator only works on 512x512:
-    the input is padded to a square (reflect, so the aspect ratio survives), resized to 512,
-    filled, resized back, and composited so kept pixels are untouched.  spandrel's MAT draws its
-    latent z from numpy's global RNG when it is built and leaves it on the CPU; here z is fixed
-    (seed :data:`MAT_SEED`) and moved to the input's device."""
+    """MAT (Places 512): ``forward(x, options, mask)``.  The generator works on squares whose side
+    is a multiple of 512: like upstream's generate_image.py the input is padded (reflect, so the
+    padding is plausible context, marked "keep") instead of resized, up to
+    :data:`MAT_MAX_SIDE`; larger inputs are shrunk first (see :func:`mat_plan`) and the fill is
+    resized back.  The result is composited so kept pixels are untouched.  spandrel's MAT draws
+    its latent z from numpy's global RNG when it is built and leaves it on the CPU; here z is
+    fixed (seed :data:`MAT_SEED`) and moved to the input's device."""
     import torch
     import torch.nn.functional as F
 
@@ -306,21 +319,21 @@ def mat(descriptor, info=None, path=None):
     def forward(x, options, mask=None):
         m = _check_mask(x, mask)
         h, w = x.shape[-2:]
-        side = max(h, w)
-        xs, ms = pad_to(x, side, side), F.pad(m, (0, side - w, 0, side - h))
-        if side != MAT_SIZE:
-            down = side > MAT_SIZE
-            xs = F.interpolate(xs, size=(MAT_SIZE, MAT_SIZE), mode="bicubic", align_corners=False,
-                               antialias=down).clamp_(0, 1)
-            # a hole must survive the resize: any covered pixel of the small grid is a hole
-            ms = (F.interpolate(ms, size=(MAT_SIZE, MAT_SIZE), mode="area" if down else "nearest")
-                  > 0).to(x.dtype)
+        factor, side = mat_plan(h, w)
+        xs, ms = x, m
+        if factor < 1.0:
+            sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
+            xs = F.interpolate(x, size=(sh, sw), mode="bicubic", align_corners=False,
+                               antialias=True).clamp_(0, 1)
+            # a hole must survive the shrink: any covered pixel of the small grid is a hole
+            ms = (F.interpolate(m, size=(sh, sw), mode="area") > 0).to(x.dtype)
+        sh, sw = xs.shape[-2:]
+        xs, ms = pad_to(xs, side, side), F.pad(ms, (0, side - sw, 0, side - sh))
         net.z = z.to(device=x.device)
         net.label = torch.zeros(1, 0, device=x.device)
-        y = net(xs, ms).clamp_(0, 1)
-        if side != MAT_SIZE:
-            y = F.interpolate(y, size=(side, side), mode="bicubic", align_corners=False).clamp_(0, 1)
-        y = y[..., :h, :w]
+        y = net(xs, ms).clamp_(0, 1)[..., :sh, :sw]
+        if factor < 1.0:
+            y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False).clamp_(0, 1)
         return x * (1 - m) + y * m
 
     forward.takes_mask = True

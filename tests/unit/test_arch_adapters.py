@@ -250,6 +250,16 @@ def test_lama_wants_a_mask_of_the_image_size():
         assert e.value.kind == ErrorKind.BAD_REQUEST
 
 
+@pytest.mark.parametrize("h, w, factor, side", [
+    (200, 300, 1.0, 512), (512, 512, 1.0, 512), (513, 100, 1.0, 1024), (1024, 700, 1.0, 1024),
+    (2048, 1024, 0.5, 1024), (4000, 3000, 0.256, 1024), (10, 10, 1.0, 512),
+])
+def test_mat_pads_to_squares_of_512_and_shrinks_only_past_the_cap(h, w, factor, side):
+    f, s = A.mat_plan(h, w)
+    assert s == side and s % 512 == 0 and abs(f - factor) < 1e-9
+    assert round(max(h, w) * f) <= s
+
+
 @slow
 def test_mat_fills_any_size_and_keeps_unmasked_pixels():
     d = descriptor("mat")
@@ -293,17 +303,36 @@ def test_ddcolor_returns_rgb_of_the_input_size_on_the_inputs_lightness():
     facts, forward = adapt("ddcolor")
     assert d.input_channels == 1                                 # spandrel's call: gray only
     assert (facts["input_channels"], facts["output_channels"], facts["tiling"]) == (3, 3, "internal")
-    x = rand(70, 90) * 0.6 + 0.2                                 # mid tones: little gamut clipping
-    y = forward(x, {"input-size": 256})
+    x = rand(70, 90) * 0.5 + 0.25                                # mid tones: in gamut after colouring
+    y = forward(x, {"input-size": 128})                          # the random net as it is
     assert y.shape == x.shape
     assert float(y.min()) >= 0 and float(y.max()) <= 1
-    dl = (A.srgb_to_lab(y)[:, 0] - A.srgb_to_lab(x)[:, 0]).abs()
-    assert float(dl.median()) < 0.5                              # the source L*, the model's a*b*
-    chroma = A.srgb_to_lab(y)[:, 1:].abs().mean()
-    assert float(chroma) > 0.01                                  # it did colour something
-    gray = forward(x[:, :1], {"input-size": 256})                # a gray picture works too
-    assert gray.shape == x.shape
-    assert not torch.equal(y, forward(x, {"input-size": 128}))   # the working size matters
+    assert not torch.equal(y, forward(x, {"input-size": 64}))    # the working size matters
+
+    # what the network sees and what becomes of its a*b*: replace its prediction by a constant
+    seen = []
+
+    def constant_ab(_module, args, _out):
+        seen.append(args[0].detach().clone())
+        ab = torch.empty(1, 2, *args[0].shape[-2:])
+        ab[:, 0], ab[:, 1] = 20.0, -10.0
+        return ab
+
+    hook = d.model.register_forward_hook(constant_ab)
+    try:
+        y = forward(x, {"input-size": 128})
+        gray = forward(x[:, :1], {"input-size": 128})            # a gray picture works too
+    finally:
+        hook.remove()
+    net_in = seen[0]
+    assert net_in.shape == (1, 3, 128, 128)                      # a square of the working size
+    assert torch.allclose(net_in[:, 0], net_in[:, 1], atol=1e-4)  # neutral gray RGB
+    assert torch.allclose(net_in[:, 1], net_in[:, 2], atol=1e-4)
+    lab_y, lab_x = A.srgb_to_lab(y), A.srgb_to_lab(x)
+    assert float((lab_y[:, 0] - lab_x[:, 0]).abs().max()) < 0.5  # the source L*, untouched
+    assert float((lab_y[:, 1] - 20).abs().max()) < 0.5           # the model's a*b*
+    assert float((lab_y[:, 2] + 10).abs().max()) < 0.5
+    assert gray.shape == x.shape and float((A.srgb_to_lab(gray)[:, 1] - 20).abs().max()) < 0.5
 
 
 # --------------------------------------------------------------------------- faces
