@@ -72,6 +72,26 @@ def test_a_failing_maker_leaves_neither_the_file_nor_its_temporary(tmp_path, mon
     assert list(folder.iterdir()) == []
 
 
+def test_concurrent_processes_making_the_same_file_both_get_a_whole_one(tmp_path):
+    """Two processes race for the same (slow-ish) file: both return the final path and the file
+    loads; no temporary is left behind."""
+    import subprocess
+    import sys
+
+    code = ("import randnets, torch; p = randnets.cached('race.pth', randnets.drunet, nb=3); "
+            "torch.load(str(p), weights_only=True); print(p)")
+    env = dict(os.environ, **{randnets.ENV_CACHE: str(tmp_path)})
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(randnets.__file__).parent), env.get("PYTHONPATH", "")])
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    paths = {o[0].strip() for o in outs}
+    assert len(paths) == 1
+    folder = Path(paths.pop()).parent
+    assert [f.name for f in folder.iterdir()] == ["race.pth"]
+
+
 def test_cache_falls_back_to_a_temp_folder_when_the_configured_one_cannot_be_made(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
