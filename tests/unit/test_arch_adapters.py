@@ -1,4 +1,4 @@
-"""ai_enhance.arch_adapters with random networks in the real key layouts (tests/randnets.py), and
+"""ai_enhance.models.adapters with random networks in the real key layouts (tests/randnets.py), and
 the real FFDNet weights where ../shared/weights has them."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import randnets
-from ai_enhance import arch_adapters as A
+from ai_enhance.models import adapters as A
 from ai_enhance.errors import EnhanceError
 # the project's safe loader, imported in this one place (moving to ai_enhance.models.loading)
 from ai_enhance.models import build_descriptor, read_state_dict
@@ -45,8 +45,8 @@ def rand(h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.rand(1, c, h, w, generator=g)
 
 
-def info_with(**options) -> SimpleNamespace:
-    return SimpleNamespace(id="test-model", options=options)
+def info_with() -> SimpleNamespace:
+    return SimpleNamespace(id="test-model")
 
 
 def psnr(a, b) -> float:
@@ -112,11 +112,12 @@ def test_ffdnet_feeds_sigma_over_255_as_the_last_channel_and_keeps_odd_sizes():
     assert torch.allclose(seen[-1][:, 12], torch.full((1, 16, 14), 50 / 255))
 
 
-def test_ffdnet_default_comes_from_the_catalogue_options():
-    _, forward = adapt("ffdnet", info=info_with(noise_level={"default": 40.0}), name="ffdnet")
+def test_ffdnet_without_a_level_uses_25():
+    """The operation table's default reaches the adapter in the options; called bare, 25."""
+    _, forward = adapt("ffdnet", name="ffdnet")
     x = rand(16, 16)
-    assert torch.equal(forward(x, {}), forward(x, {"noise-level": 40}))
-    assert not torch.equal(forward(x, {}), forward(x, {"noise-level": 25}))
+    assert torch.equal(forward(x, {}), forward(x, {"noise-level": 25}))
+    assert not torch.equal(forward(x, {}), forward(x, {"noise-level": 40}))
 
 
 @pytest.mark.parametrize("bad", [-1, 76, 1e9, "25", True, [25]])
@@ -357,7 +358,7 @@ def test_face_models_take_512_faces_only():
 
 @slow
 def test_codeformer_weight_changes_the_output():
-    _, forward = adapt("codeformer", info=info_with(fidelity={"default": 0.7}))
+    _, forward = adapt("codeformer", info=info_with())
     x = rand(512, 512)
     a, b = forward(x, {"codeformer-weight": 0.0}), forward(x, {"codeformer-weight": 1.0})
     assert a.shape == b.shape == x.shape

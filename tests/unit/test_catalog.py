@@ -23,7 +23,14 @@ REQUIRED_IDS = {
     "realesrgan-x4plus-anime": "RealESRGAN_x4plus_anime_6B.pth",
     "gfpgan-v1.4": "GFPGANv1.4.pth",
     "gfpgan-v1.3": "GFPGANv1.3.pth",
-    "restoreformer-pp": "RestoreFormer++.ckpt",
+    "restoreformer": "RestoreFormer.pth",
+    "scunet-color-real-psnr": "scunet_color_real_psnr.pth",
+    "drunet-color": "drunet_color.pth",
+    "nafnet-gopro": "NAFNet-GoPro-width64.pth",
+    "nafnet-sidd": "NAFNet-SIDD-width64.pth",
+    "fftformer-gopro": "fftformer_GoPro.pth",
+    "restormer-deblur": "motion_deblurring.pth",
+    "fbcnn-color": "fbcnn_color.pth",
     "codeformer": "codeformer.pth",
     "retinaface-resnet50": "detection_Resnet50_Final.pth",
     "retinaface-mobile0.25": "detection_mobilenet0.25_Final.pth",
@@ -86,18 +93,32 @@ def test_every_entry_is_complete(entries):
 
 
 def test_urls_are_pinned_https_release_assets(entries):
+    """A downloadable entry (sha256 pinned) comes from a GitHub release tag or a Hugging Face
+    file; an unpinned one may name any https page (the installer refuses to download it)."""
     for e in entries:
         u = urlsplit(e["url"])
-        assert u.scheme == "https" and u.netloc == "github.com", e["url"]
-        assert "/releases/download/" in u.path, e["url"]
-        tag = u.path.split("/releases/download/")[1].split("/")[0]
-        assert tag and tag != "latest", e["url"]          # pinned to a release tag
-        assert not u.query and not u.fragment
-        prefix = OFFICIAL_HOSTS.get(e["family"])
-        if prefix:
-            assert u.path.startswith(prefix), (e["id"], e["url"])
+        assert u.scheme == "https" and not u.fragment, e["url"]
+        if e["sha256"] is None:
+            continue
+        assert u.netloc in ("github.com", "huggingface.co"), e["url"]
+        if u.netloc == "github.com":
+            assert "/releases/download/" in u.path, e["url"]
+            tag = u.path.split("/releases/download/")[1].split("/")[0]
+            assert tag and tag != "latest", e["url"]          # pinned to a release tag
+            prefix = OFFICIAL_HOSTS.get(e["family"])
+            if prefix:
+                assert u.path.startswith(prefix), (e["id"], e["url"])
+        else:
+            assert "/resolve/" in u.path, e["url"]
+        assert not u.query
         # the URL's last segment is the official file name (percent-encoded '+' allowed)
         assert u.path.rsplit("/", 1)[1].replace("%2B", "+") == e["file"]
+
+
+def test_pinned_hashes_added_from_public_sources_say_where(entries):
+    for e in entries:
+        if "source_of_hash" in e:
+            assert bool(e["source_of_hash"]) == bool(e["sha256"]), e["id"]
 
 
 def test_sha256_are_lowercase_hex_or_null(entries):
@@ -150,7 +171,7 @@ def test_support_files_have_roles(entries):
     assert roles["retinaface-mobile0.25"] == "face_detector"
     assert roles["parsenet"] == "face_parser"
     assert roles["realesr-general-wdn-x4v3"] == "companion"
-    for mid in ("gfpgan-v1.4", "gfpgan-v1.3", "restoreformer-pp", "codeformer"):
+    for mid in ("gfpgan-v1.4", "gfpgan-v1.3", "restoreformer", "codeformer"):
         assert roles[mid] is None and "faces" in {o for e in entries if e["id"] == mid for o in e["ops"]}
 
 

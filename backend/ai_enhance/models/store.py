@@ -275,7 +275,7 @@ class ModelStore:
 
         descriptor = build_descriptor(sd, info.path, None if info.custom else info.id)
         del sd
-        facts, forward = adapter_for(descriptor, info)(descriptor, info, info.path)
+        facts, forward = adapter_for(descriptor, info.adapter)(descriptor, info, info.path)
 
         use_fp16 = devices.use_half(kind, facts["supports_half"], os.environ.get(devices.ENV_HALF)) \
             if half is None else bool(half and facts["supports_half"])

@@ -181,7 +181,7 @@ OPS: tuple[OpSpec, ...] = (
              "with a face-restoration model (GFPGAN and others) and puts the result on a new layer "
              "above the source. The layer mask covers the restored faces (mask 'faces'), the "
              "selection (mask 'selection') or everything (mask 'full').",
-        models=("gfpgan-v1.4", "codeformer", "gfpgan-v1.3", "restoreformer-pp"),
+        models=("gfpgan-v1.4", "codeformer", "gfpgan-v1.3", "restoreformer"),
         purposes=("FaceSR",), scale=(1, 4, 1), params=FACE_PARAMS,
         result_masks=("faces",), mask_default="faces", tile=False),
     OpSpec(
@@ -191,7 +191,7 @@ OPS: tuple[OpSpec, ...] = (
              "DRUNet, NAFNet, Restormer ... when installed). Noise level 0 measures the noise first. "
              "The result is a new layer above the source, masked by the selection.",
         models=("ffdnet-color", "scunet-color-real-psnr", "drunet-color", "nafnet-sidd",
-                "restormer-denoise"),
+                "restormer-real-denoise", "scunet-color-real-gan"),
         purposes=("Restoration",), params=(NOISE_LEVEL,)),
     OpSpec(
         name="sharpen", title="AI Sharpen", menu_label="_Sharpen / Deblur...",
