@@ -13,14 +13,18 @@ noise); lock first, then fidelity.  Measured against the input:
   as a reference);
 - gradient energy of the result relative to the raw model output (how much detail survived);
 - mean CIEDE2000 and mean a*b* distance between input and downscaled result;
-- noise sigma (per channel, /255) of the source, the raw output, and the result with grain 1
-  (per output pixel, the default), plus the grain-1 result downscaled back to the input's size.
+- noise sigma (per channel, /255, `metrics.noise_sigma`) of the source crop, of the whole photo
+  (the grain profile: measured on the whole photo, as the stage should measure the whole layer),
+  of the raw output, of the raw output with grain 1, and of the default result (lock, fidelity
+  0.5) without and with grain 1 (matched per output pixel, the default; topped up with
+  `grain.top_up`, as fidelity brings part of the noise back by itself), also downscaled back to
+  the input's size.
 
 Then the stage's time per output megapixel (colour lock + fidelity 0.5 + change map + grain
 measure/synthesis, 256x256 -> 1024x1024, content does not matter) next to x4plus's time per
 output megapixel measured on the crops in the same run.
 
-    python bench/bench_fidelity.py                       # ~5-8 minutes on 2 CPU cores
+    python bench/bench_fidelity.py                       # 3-10 minutes on 2 busy CPU cores
     python bench/bench_fidelity.py --crop 64 --threads 2
 """
 from __future__ import annotations
@@ -95,7 +99,8 @@ def textured_crop(img: np.ndarray, n: int, avoid: list) -> np.ndarray:
     return crop_at(img, where[0], where[1], n)
 
 
-def crops(images: Path, weights: Path, n: int) -> list[tuple[str, np.ndarray]]:
+def crops(images: Path, weights: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, crop, the whole photo it came from)."""
     import skimage.data
     sources = [(p.stem, load_rgb(p)) for p in sorted(images.iterdir())
                if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
@@ -105,8 +110,8 @@ def crops(images: Path, weights: Path, n: int) -> list[tuple[str, np.ndarray]]:
         faces = detect_faces(img, weights)
         if faces:
             x0, y0, x1, y1 = faces[0]
-            out.append((f"{name} face", crop_at(img, (y0 + y1) // 2, (x0 + x1) // 2, n)))
-        out.append((f"{name} texture", textured_crop(img, n, faces)))
+            out.append((f"{name} face", crop_at(img, (y0 + y1) // 2, (x0 + x1) // 2, n), img))
+        out.append((f"{name} texture", textured_crop(img, n, faces), img))
     return out
 
 
@@ -155,7 +160,9 @@ def post(src: np.ndarray, raw: np.ndarray, fid: float, lock: str) -> np.ndarray:
     return fidelity.apply(src, raw, SCALE, fid)
 
 
-def measure_crop(name: str, src: np.ndarray, raw: np.ndarray) -> dict:
+def measure_crop(name: str, src: np.ndarray, raw: np.ndarray, photo: np.ndarray) -> dict:
+    """``photo``: what the grain profile is measured on (the whole photo, as the stage should:
+    a small crop that is all texture has no flat area to see the grain in)."""
     bic = np.clip(cv2.resize(src, (src.shape[1] * SCALE, src.shape[0] * SCALE),
                              interpolation=cv2.INTER_CUBIC), 0, 1)
     ge_raw = metrics.gradient_energy(raw)
@@ -170,13 +177,17 @@ def measure_crop(name: str, src: np.ndarray, raw: np.ndarray) -> dict:
                 "de2000": metrics.delta_e2000_mean(src, r, SCALE),
                 "ab": metrics.chroma_distance_mean(src, r, SCALE),
             })
-    prof = grain.measure(src)
+    prof = grain.measure(photo)
+    seed = grain.seed_for(src)
+    raw_g = np.clip(raw + grain.synthesize(prof, raw.shape[:2], SCALE, color.luma(raw), seed), 0, 1)
     res = post(src, raw, 0.5, "on")
-    g = grain.synthesize(prof, res.shape[:2], SCALE, color.luma(res), grain.seed_for(src))
-    with_g = np.clip(res + g, 0, 1)
+    need = grain.top_up(prof, grain.measure(res))       # fidelity brought some noise back already
+    with_g = np.clip(res + grain.synthesize(need, res.shape[:2], SCALE, color.luma(res), seed), 0, 1)
     return {
         "crop": name, "bicubic_db": metrics.consistency_db(src, bic, SCALE), "rows": rows,
-        "noise": {"source": metrics.noise_sigma(src) * 255, "raw": metrics.noise_sigma(raw) * 255,
+        "noise": {"source": metrics.noise_sigma(src) * 255, "photo": prof.channel_level * 255,
+                  "raw": metrics.noise_sigma(raw) * 255, "raw_grain1": metrics.noise_sigma(raw_g) * 255,
+                  "default": metrics.noise_sigma(res) * 255,
                   "grain1": metrics.noise_sigma(with_g) * 255,
                   "grain1_down": metrics.noise_sigma(resample.down(with_g, SCALE)) * 255,
                   "size_source": prof.size, "size_grain1": grain.measure(with_g).size},
@@ -202,9 +213,10 @@ def time_stage(n: int = 256, reps: int = 3) -> dict:
     locked, steps["colour lock"] = best(lambda: color.lock(src, out, SCALE))
     res, steps["fidelity 0.5"] = best(lambda: fidelity.apply(src, locked, SCALE, 0.5))
     _, steps["change map"] = best(lambda: changes.change_map(src, res, SCALE))
-    prof, steps["grain measure"] = best(lambda: grain.measure(src))
-    _, steps["grain synthesize"] = best(lambda: grain.synthesize(prof, res.shape[:2], SCALE, color.luma(res),
-                                                                 grain.seed_for(src)))
+    prof, steps["grain measure (source)"] = best(lambda: grain.measure(src))
+    present, steps["grain measure (result, for the top-up)"] = best(lambda: grain.measure(res))
+    _, steps["grain synthesize"] = best(lambda: grain.synthesize(grain.top_up(prof, present), res.shape[:2],
+                                                                 SCALE, color.luma(res), grain.seed_for(src)))
     from ai_enhance.post import texture
     _, t_tex = best(lambda: texture.keep(src, res, SCALE, 0.5, None))
     return {"steps": steps, "total": sum(steps.values()), "keep_texture": t_tex}
@@ -233,14 +245,15 @@ def main() -> None:
 
     cs = crops(args.images, args.weights, args.crop)
     base = cs[0][1]
-    cs.append(("grain8 mono", with_grain(base, 8.0, 0.7, True, 1)))
-    cs.append(("noise8 rgb", with_grain(base, 8.0, 0.0, False, 2)))
+    for name, g in (("grain8 mono", with_grain(base, 8.0, 0.7, True, 1)),
+                    ("noise8 rgb", with_grain(base, 8.0, 0.0, False, 2))):
+        cs.append((name, g, g))                # the grain is in the crop only: measure there
 
     results = []
-    for name, src in cs:
+    for name, src, photo in cs:
         t = time.perf_counter()
         raw = model(src)
-        r = measure_crop(name, src, raw)
+        r = measure_crop(name, src, raw, photo)
         r["model_s"] = time.perf_counter() - t
         results.append(r)
         print(f"  {name}: done ({r['model_s']:.1f} s)", file=sys.stderr, flush=True)
@@ -271,11 +284,15 @@ def main() -> None:
     print(f"\nBicubic consistency: {bic.mean():.1f} dB ({bic.min():.1f}-{bic.max():.1f}).")
 
     print("\n### Noise sigma (/255, RMS over channels), grain 1 per output pixel\n")
-    print("| crop | source | raw x4plus | with grain 1 | with grain 1, downscaled | grain size source / result (px) |")
-    print("|---|---|---|---|---|---|")
+    print("Grain profile measured on the whole photo (the crop itself for the two synthetic-grain rows);")
+    print("\"source\" is the same estimator on the crop alone; all other columns are on the crop.\n")
+    print("| crop | source (crop) | profile (photo) | raw x4plus | raw + grain 1 | lock + fidelity 0.5 | "
+          "same + grain 1 (topped up) | same, downscaled | grain size profile / result (px) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         n = r["noise"]
-        print(f"| {r['crop']} | {n['source']:.2f} | {n['raw']:.2f} | {n['grain1']:.2f} | {n['grain1_down']:.2f} | "
+        print(f"| {r['crop']} | {n['source']:.2f} | {n['photo']:.2f} | {n['raw']:.2f} | {n['raw_grain1']:.2f} | "
+              f"{n['default']:.2f} | {n['grain1']:.2f} | {n['grain1_down']:.2f} | "
               f"{n['size_source']:.2f} / {n['size_grain1']:.2f} |")
 
     print(f"\n### Time per output megapixel (x{SCALE}, CPU, {torch.get_num_threads()} torch threads)\n")

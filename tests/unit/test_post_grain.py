@@ -179,7 +179,7 @@ def test_stored_calibration_is_what_calibrate_gives(block):
     """The stored tables are a cache of `calibrate`; if a setting changes, regenerate them."""
     assert grain._fingerprint() == grain._STORED_FOR
     fresh = grain.calibrate(block)
-    for got, want in zip(grain._STORED[block], (fresh.rho, fresh.coh, fresh.kurt, fresh.ratio)):
+    for got, want in zip(grain._STORED[block], (fresh.rho, fresh.limits.T, fresh.ratio)):
         np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -202,3 +202,25 @@ def test_chroma_noise_estimate():
     assert clean < 0.2
     assert color.chroma_noise(noisy) == pytest.approx(lab_noise, rel=0.2)
     assert color.lock_sigma(noisy) > color.lock_sigma(base) == color.LOCK_SIGMA_MIN
+
+
+def test_big_images_are_sampled_and_agree():
+    n = 8 * grain.BAND_BLOCKS * 4 + 40                 # four bands of blocks
+    x = np.clip(ramp(n, 128) + 6 / 255 * field((n, 128), 0.8, 8, 1), 0, 1)
+    full = grain.measure(x, max_pixels=None)
+    part = grain.measure(x, max_pixels=8 * grain.BAND_BLOCKS * 128)      # one band's worth
+    assert sum(part.blocks) < 0.5 * sum(full.blocks)
+    assert part.level == pytest.approx(full.level, rel=0.1)
+
+
+def test_top_up_adds_only_what_is_missing():
+    n = 128
+    src = np.clip(ramp(n, n) + 8 / 255 * field((n, n), 0.0, 21, 1), 0, 1)
+    half = np.clip(ramp(n, n) + 5 / 255 * field((n, n), 0.0, 22, 1), 0, 1)   # result with some noise
+    p, present = grain.measure(src), grain.measure(half)
+    need = grain.top_up(p, present)
+    assert need.level == pytest.approx(np.sqrt(p.level ** 2 - present.level ** 2), rel=0.05)
+    g = grain.synthesize(need, (n, n), 1, color.luma(half), 3)
+    assert grain.measure(np.clip(half + g, 0, 1)).level == pytest.approx(p.level, rel=0.15)
+    # a result noisier than the source gets nothing
+    assert grain.top_up(present, p).level == 0.0

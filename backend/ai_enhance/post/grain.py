@@ -52,6 +52,9 @@ from .color import LUMA, luma
 
 #: High-pass that isolates grain from image structure (Gaussian sigma, px).
 HP_SIGMA = 2.5
+#: The next band down (between HP_SIGMA and this): natural texture has about as much energy
+#: there as in the high-pass (a 1/f spectrum); grain, much less.
+MID_SIGMA = 5.0
 #: Percentile of the block variances that estimates the grain's (robust to texture).
 QUANTILE = 10.0
 #: Brightness bins of the profile.
@@ -62,6 +65,10 @@ MIN_BLOCKS = 8
 SIZES = (0.0, 0.45, 0.6, 0.8, 1.0, 1.25, 1.5, 1.8, 2.2, 2.6, 3.0)
 #: Target rows per independent noise stream: the unit that makes grain independent of banding.
 NOISE_ROWS = 16
+#: No bin's level goes above this (sigma 20/255: beyond the heaviest film grain).  A crop that is
+#: texture from edge to edge has no flat block at all and reads its texture as "noise"; measure
+#: on the whole layer, not on a small selection, to avoid it.
+MAX_LEVEL = 20.0 / 255.0
 #: A pixel this close to 0 or 1 counts as clipped.
 CLIP_EPS = 0.5 / 255
 
@@ -144,15 +151,16 @@ def _block(h: int, w: int) -> int:
 
 
 def _margin() -> int:
-    """Blocks start this far inside: the high-pass's reach, plus one row for the gradient."""
-    return blur.radius(HP_SIGMA) + 1
+    """Blocks start this far inside: the widest blur's reach, plus one row for the gradient."""
+    return blur.radius(max(HP_SIGMA, MID_SIGMA)) + 1
 
 
 def _stats(x: np.ndarray, block: int):
     """Per usable block (no clipped pixel, not flat to float precision; blocks start `_margin`
     px inside the image, so nothing they use reads past the border): brightness,
     variance of the high-passed luma, its lag-1 and lag-2 autocovariance, the channel covariance
-    of the high-passed channels, structure-tensor coherence and kurtosis.  None: no block fits."""
+    of the high-passed channels, and three signs of structure (coherence, kurtosis, mid-band
+    energy relative to the high-pass).  None: no block fits."""
     y = luma(x)
     hp_y = y - blur.gaussian(y, HP_SIGMA)
     low = y - hp_y
@@ -180,6 +188,8 @@ def _stats(x: np.ndarray, block: int):
     jxx, jyy, jxy = (blocks(a).mean((2, 3)) for a in (gx * gx, gy * gy, gx * gy))
     coh = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.maximum(jxx + jyy, 1e-12)
     kurt = (hp ** 4).mean((2, 3)) / np.maximum(var, 1e-12) ** 2
+    # ... and texture has a 1/f spectrum, so the next band down holds as much energy again
+    mid = (blocks(low - blur.gaussian(y, MID_SIGMA)) ** 2).mean((2, 3)) / np.maximum(var, 1e-12)
     clipped = blocks(((x <= CLIP_EPS) | (x >= 1 - CLIP_EPS)).any(2)).any((2, 3))
     c = x.shape[2]
     if c > 1:
@@ -190,24 +200,30 @@ def _stats(x: np.ndarray, block: int):
     else:
         cov = var[..., None, None]
     ok = ~clipped & (var > 1e-10)        # float dust on a flat block is not grain
-    return bright[ok], var[ok], lag[1][ok], lag[2][ok], cov[ok], coh[ok], kurt[ok]
+    return bright[ok], var[ok], lag[1][ok], lag[2][ok], cov[ok], np.stack([coh, kurt, mid], -1)[ok]
 
 
 #: Block rows per band when measuring (bounds the temporaries on big sources).
 BAND_BLOCKS = 32
 
 
-def _banded_stats(x: np.ndarray, block: int):
+def _banded_stats(x: np.ndarray, block: int, max_pixels: int | None = None):
     """`_stats` of the whole image, computed in bands of `BAND_BLOCKS` block rows (each with the
     high-pass's reach above and below), so the blocks and their values are the same as in one
-    piece while the temporaries stay a band's worth."""
+    piece while the temporaries stay a band's worth.  With ``max_pixels``, only evenly spread
+    bands covering about that many pixels are read (grain statistics are global)."""
     m = _margin()
-    h = x.shape[0]
+    h, w = x.shape[:2]
     nby = (h - 2 * m) // block
     if nby < 1:
         return _stats(x, block)
+    starts = list(range(0, nby, BAND_BLOCKS))
+    if max_pixels is not None:
+        keep = max(1, int(max_pixels // (BAND_BLOCKS * block * w)))
+        if keep < len(starts):
+            starts = [starts[i] for i in np.linspace(0, len(starts) - 1, keep).round().astype(int)]
     parts = []
-    for b0 in range(0, nby, BAND_BLOCKS):
+    for b0 in starts:
         b1 = min(nby, b0 + BAND_BLOCKS)
         st = _stats(x[b0 * block: b1 * block + 2 * m], block)
         if st is not None:
@@ -235,57 +251,65 @@ def _corr(var, lag1, lag2, sel) -> float:
     return float((lag1[sel].sum() + lag2[sel].sum()) / v)
 
 
-#: Percentile of pure grain's coherence and kurtosis above which a block counts as structure.
+#: Percentile of pure grain's coherence, kurtosis and mid-band ratio above which a block counts
+#: as structure.
 REJECT_PERCENTILE = 90.0
 
 
 @dataclass(frozen=True)
 class _Calibration:
     rho: np.ndarray        # correlation statistic per size
-    coh: np.ndarray        # coherence threshold per size
-    kurt: np.ndarray       # kurtosis threshold per size
+    limits: np.ndarray     # (sizes, 3): coherence, kurtosis and mid-band thresholds per size
     ratio: np.ndarray      # QUANTILE-th percentile of accepted block variances / true variance
 
-    def at(self, size: float) -> tuple[float, float, float]:
-        return tuple(float(np.interp(size, SIZES, a)) for a in (self.coh, self.kurt, self.ratio))
+    def limits_at(self, size: float) -> np.ndarray:
+        return np.array([np.interp(size, SIZES, self.limits[:, i]) for i in range(self.limits.shape[1])])
+
+    def ratio_at(self, size: float) -> float:
+        return float(np.interp(size, SIZES, self.ratio))
 
 
 def calibrate(block: int) -> _Calibration:
     """Pure synthetic grain of each of `SIZES` (made as `synthesize` makes it) through the same
     measurement: what the statistics look like when nothing but grain is there.  Deterministic;
     a few seconds, so the results for the block sizes in use are stored below (`_STORED`)."""
-    rho, coh, kurt, ratio = [], [], [], []
+    rho, limits, ratio = [], [], []
     n = 640
     for i, s in enumerate(SIZES):
         rng = np.random.Generator(np.random.PCG64(1234 + i))
         z = _shape(rng.standard_normal((n, n, 1), dtype=np.float32), s)
-        bright, var, l1, l2, _, c, k = _stats(np.clip(0.5 + 0.02 * z, 0, 1), block)
+        bright, var, l1, l2, _, signs = _stats(np.clip(0.5 + 0.02 * z, 0, 1), block)
         rho.append(_corr(var, l1, l2, _flat(bright, var)))
-        coh.append(np.percentile(c, REJECT_PERCENTILE))
-        kurt.append(np.percentile(k, REJECT_PERCENTILE))
-        ok = (c <= coh[-1]) & (k <= kurt[-1])
+        limits.append(np.percentile(signs, REJECT_PERCENTILE, axis=0))
+        ok = (signs <= limits[-1]).all(1)
         ratio.append(np.percentile(var[ok], QUANTILE) / 0.02 ** 2)
-    return _Calibration(*(np.round(np.array(a, np.float64), 5) for a in (rho, coh, kurt, ratio)))
+    return _Calibration(*(np.round(np.array(a, np.float64), 5) for a in (rho, limits, ratio)))
 
 
 def _fingerprint() -> tuple:
     """The settings a stored calibration was made with."""
-    return (HP_SIGMA, QUANTILE, REJECT_PERCENTILE, SIZES, blur.TRUNCATE)
+    return (HP_SIGMA, MID_SIGMA, QUANTILE, REJECT_PERCENTILE, SIZES, blur.TRUNCATE)
 
 
-_STORED_FOR = (2.5, 10.0, 90.0, (0.0, 0.45, 0.6, 0.8, 1.0, 1.25, 1.5, 1.8, 2.2, 2.6, 3.0), 3.0)
-_STORED: dict[int, tuple] = {      # block -> (rho, coh, kurt, ratio): calibrate(block), rounded
+_STORED_FOR: tuple = (2.5, 5.0, 10.0, 90.0, (0.0, 0.45, 0.6, 0.8, 1.0, 1.25, 1.5, 1.8, 2.2, 2.6, 3.0), 3.0)
+_STORED: dict[int, tuple] = {      # block -> (rho, limits (coherence, kurtosis, mid-band), ratio)
     8: (
-        (-0.05690, 0.05902, 0.28061, 0.55414, 0.77518, 0.98748, 1.13848, 1.29168, 1.41328, 1.49969, 1.56102),
-        (0.28594, 0.29659, 0.33973, 0.39740, 0.44072, 0.50892, 0.55226, 0.59692, 0.65697, 0.71078, 0.74929),
-        (3.59347, 3.60603, 3.54540, 3.45979, 3.40946, 3.32528, 3.25915, 3.21100, 3.17335, 3.10217, 3.00250),
-        (0.75619, 0.71950, 0.62369, 0.49661, 0.39111, 0.29084, 0.21296, 0.14809, 0.08979, 0.05465, 0.03575),
+        (-0.05851, 0.05569, 0.28000, 0.55489, 0.77253, 0.98749, 1.14156, 1.28926, 1.41223, 1.50158, 1.56045),
+        (
+            (0.28884, 0.29683, 0.33872, 0.39567, 0.44177, 0.50409, 0.54838, 0.59722, 0.66039, 0.71243, 0.75158),
+            (3.56729, 3.58906, 3.57404, 3.46592, 3.40787, 3.32906, 3.26373, 3.23554, 3.19262, 3.09154, 2.98560),
+            (0.01140, 0.02069, 0.04808, 0.10230, 0.16959, 0.29425, 0.43878, 0.69906, 1.11213, 1.59753, 2.11028),
+        ),
+        (0.75570, 0.72399, 0.63205, 0.50418, 0.40446, 0.29680, 0.22418, 0.15656, 0.09524, 0.05966, 0.03717),
     ),
     16: (
-        (-0.06109, 0.06346, 0.30523, 0.59484, 0.82033, 1.04404, 1.20471, 1.35895, 1.48459, 1.58270, 1.65103),
-        (0.15394, 0.15236, 0.18314, 0.21723, 0.24589, 0.28826, 0.32739, 0.35483, 0.41627, 0.46346, 0.50274),
-        (3.33896, 3.35989, 3.35397, 3.36320, 3.38567, 3.40475, 3.40743, 3.41372, 3.44943, 3.42993, 3.41891),
-        (0.85725, 0.82068, 0.73401, 0.60342, 0.50695, 0.38922, 0.29738, 0.21862, 0.13712, 0.08939, 0.05692),
+        (-0.06339, 0.06223, 0.30209, 0.59623, 0.82427, 1.04587, 1.20675, 1.35522, 1.49135, 1.58122, 1.64532),
+        (
+            (0.14676, 0.16224, 0.17920, 0.21053, 0.24120, 0.28956, 0.32456, 0.35795, 0.41228, 0.46053, 0.49703),
+            (3.33727, 3.34867, 3.33626, 3.35718, 3.37611, 3.35896, 3.38426, 3.39387, 3.41919, 3.37589, 3.28716),
+            (0.00905, 0.01664, 0.03810, 0.07854, 0.13295, 0.22662, 0.33943, 0.53436, 0.85539, 1.26347, 1.69976),
+        ),
+        (0.85927, 0.82363, 0.73803, 0.61669, 0.51105, 0.38649, 0.29587, 0.21838, 0.13998, 0.08695, 0.05711),
     ),
 }
 
@@ -293,7 +317,8 @@ _STORED: dict[int, tuple] = {      # block -> (rho, coh, kurt, ratio): calibrate
 @lru_cache(maxsize=4)
 def _calibration(block: int) -> _Calibration:
     if block in _STORED and _fingerprint() == _STORED_FOR:
-        return _Calibration(*(np.array(a) for a in _STORED[block]))
+        rho, limits, ratio = _STORED[block]
+        return _Calibration(np.array(rho), np.array(limits).T, np.array(ratio))
     return calibrate(block)
 
 
@@ -305,28 +330,33 @@ def _size_from_corr(r: float, block: int) -> float:
 
 # --------------------------------------------------------------------------- public API
 
-def measure(src: np.ndarray) -> GrainProfile:
-    """The grain profile of ``src`` (HxWx1 or HxWx3 float32, 0..1)."""
+#: `measure` reads at most about this many pixels (evenly spread bands) of a bigger image.
+MEASURE_PIXELS = 8_000_000
+
+
+def measure(src: np.ndarray, *, max_pixels: int | None = MEASURE_PIXELS) -> GrainProfile:
+    """The grain profile of ``src`` (HxWx1 or HxWx3 float32, 0..1).  Measure the whole layer
+    rather than a small selection (a selection may have no flat area); big images are sampled
+    (``max_pixels``; None = every pixel)."""
     _checks.image("src", src)
     x = np.asarray(src, np.float32)
     h, w, c = x.shape
     block = _block(h, w)
     centers = [(i + 0.5) / BINS for i in range(BINS)]
-    st = _banded_stats(x, block)
+    st = _banded_stats(x, block, max_pixels)
     if st is None or len(st[1]) == 0:
         return GrainProfile([0.0] * BINS, centers, 0.0, np.eye(c).tolist(), [0] * BINS)
-    bright, var, l1, l2, cov, coh, kurt = st
+    bright, var, l1, l2, cov, signs = st
     cal = _calibration(block)
     # size from the flattest blocks, then drop blocks that do not look like grain of that size,
     # and measure the size again on what is left
     size = _size_from_corr(_corr(var, l1, l2, _flat(bright, var)), block)
-    coh_max, kurt_max, _ = cal.at(size)
-    ok = (coh <= coh_max) & (kurt <= kurt_max)
+    ok = (signs <= cal.limits_at(size)).all(1)
     if ok.sum() >= MIN_BLOCKS:
         bright, var, l1, l2, cov = bright[ok], var[ok], l1[ok], l2[ok], cov[ok]
     sel = _flat(bright, var)
     size = _size_from_corr(_corr(var, l1, l2, sel), block)
-    corr_ratio = cal.at(size)[2]
+    corr_ratio = cal.ratio_at(size)
 
     idx = np.minimum((bright * BINS).astype(int), BINS - 1)
     est = np.full(BINS, np.nan)
@@ -339,7 +369,7 @@ def measure(src: np.ndarray) -> GrainProfile:
     if not counts.any():    # too few blocks per bin: one level for all brightnesses
         est[:] = np.sqrt(np.percentile(var, QUANTILE) / corr_ratio)
         counts[min(BINS - 1, int(np.median(bright) * BINS))] = len(var)
-    levels = _smooth_levels(np.asarray(centers), est, counts)
+    levels = np.minimum(_smooth_levels(np.asarray(centers), est, counts), MAX_LEVEL)
     return GrainProfile([float(v) for v in levels], centers, round(size, 3), _mix(cov[sel], c),
                         [int(v) for v in counts])
 
@@ -386,6 +416,17 @@ def _mix(cov: np.ndarray, c: int) -> list[list[float]]:
     vals, vecs = np.linalg.eigh(s)
     m = vecs * np.sqrt(np.maximum(vals, 0.0))[None, :]
     return m.tolist()
+
+
+def top_up(profile: GrainProfile, present: GrainProfile) -> GrainProfile:
+    """The grain still missing from a result that already has ``present`` (its own measured
+    profile): per brightness, ``sqrt(level^2 - present^2)``, never negative.  Fidelity brings part
+    of the source's noise back by itself, and a gentle model leaves some; synthesising the full
+    level on top would overshoot."""
+    have = np.interp(profile.centers, present.centers, present.levels)
+    lv = np.sqrt(np.maximum(np.square(profile.levels) - np.square(have), 0.0))
+    return GrainProfile([float(v) for v in lv], list(profile.centers), profile.size,
+                        [list(r) for r in profile.mix], list(profile.blocks))
 
 
 def seed_for(src: np.ndarray) -> int:
