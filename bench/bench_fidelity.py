@@ -20,6 +20,8 @@ noise); lock first, then fidelity.  Measured against the input:
   `grain.top_up`, as fidelity brings part of the noise back by itself), also downscaled back to
   the input's size.
 
+A memory check: the peak numpy allocations of each step beyond its result, 1000x750 -> 4000x3000.
+
 Then the stage's time per output megapixel (colour lock + fidelity 0.5 + change map + grain
 measure/synthesis, 256x256 -> 1024x1024, content does not matter) next to x4plus's time per
 output megapixel measured on the crops in the same run.
@@ -222,8 +224,51 @@ def time_stage(n: int = 256, reps: int = 3) -> dict:
     return {"steps": steps, "total": sum(steps.values()), "keep_texture": t_tex}
 
 
+def memory_check(n_in: tuple[int, int] = (750, 1000)) -> list[dict]:
+    """Peak memory (numpy allocations, tracemalloc) each step adds beyond its result, on a
+    1000x750 -> 4000x3000 upscale, next to the size of one band's float32 RGB array."""
+    import tracemalloc
+
+    from ai_enhance.post import bands, texture
+    h, w = n_in
+    rng = np.random.default_rng(0)
+    src = rng.random((h, w, 3), dtype=np.float32)
+    out = np.clip(cv2.resize(src, (w * SCALE, h * SCALE), interpolation=cv2.INTER_LINEAR), 0, 1)
+    prof = grain.GrainProfile([0.02] * 8, [(i + 0.5) / 8 for i in range(8)], 0.8, np.eye(3).tolist(), [1] * 8)
+    lum = color.luma(out)
+    rows = bands.band_rows(w * SCALE, SCALE, 20)
+    band_mb = rows * SCALE * w * SCALE * 3 * 4 / 2**20
+    steps = {
+        "fidelity 1": lambda: fidelity.apply(src, out, SCALE, 1.0),
+        "colour lock": lambda: color.lock(src, out, SCALE),
+        "keep texture": lambda: texture.keep(src, out, SCALE, 0.5, None),
+        "change map": lambda: changes.change_map(src, out, SCALE),
+        "grain synthesize": lambda: grain.synthesize(prof, out.shape[:2], SCALE, lum, 1),
+        "grain measure (result)": lambda: grain.measure(out),
+    }
+    rows_out = []
+    for name, fn in steps.items():
+        tracemalloc.start()
+        r = fn()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        size = r.nbytes if isinstance(r, np.ndarray) else 0
+        rows_out.append({"step": name, "result_mb": size / 2**20, "peak_extra_mb": (peak - size) / 2**20,
+                         "band_mb": band_mb})
+        del r
+    return rows_out
+
+
 def fmt(v: float, nd: int = 2) -> str:
     return "inf" if v == float("inf") else f"{v:.{nd}f}"
+
+
+def print_memory(mem: list[dict]) -> None:
+    print(f"\n### Memory, 1000x750 -> 4000x3000 (x{SCALE}): peak numpy allocations beyond the result\n")
+    print("| step | result (MiB) | peak extra (MiB) | one band, float32 RGB (MiB) |")
+    print("|---|---|---|---|")
+    for m in mem:
+        print(f"| {m['step']} | {m['result_mb']:.0f} | {m['peak_extra_mb']:.0f} | {m['band_mb']:.0f} |")
 
 
 def main() -> None:
@@ -233,7 +278,11 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json", type=Path, default=HERE / "out" / "fidelity.json")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory check (no model)")
     args = ap.parse_args()
+    if args.memory_only:
+        print_memory(memory_check())
+        return
 
     import torch
     if args.threads:
@@ -305,9 +354,12 @@ def main() -> None:
     print(f"| keep texture (faces only, not in the total) | {stage['keep_texture']:.3f} | "
           f"{100 * stage['keep_texture'] / model_s_per_mp:.2f} % |")
 
+    mem = memory_check()
+    print_memory(mem)
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"crop": args.crop, "results": results, "model_s_per_out_mp": model_s_per_mp,
-                                     "stage": stage}, indent=1))
+                                     "stage": stage, "memory": mem}, indent=1))
     print(f"\n(JSON: {args.json})")
 
 

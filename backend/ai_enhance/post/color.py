@@ -64,22 +64,30 @@ def _finv(f: np.ndarray) -> np.ndarray:
     return np.where(f > 6.0 / 29.0, f ** 3, (f - 4.0 / 29.0) / _KAPPA).astype(np.float32)
 
 
-def srgb_to_lab(x: np.ndarray) -> np.ndarray:
-    """HxWx1 or HxWx3 sRGB in 0..1 -> HxWx3 CIELAB (L* 0..100)."""
+#: Rows converted at a time: the conversions are per pixel, and their float temporaries (a dozen
+#: per pixel) should not scale with a band.
+CHUNK_ROWS = 128
+
+
+def _chunked(fn, x: np.ndarray, channels: int) -> np.ndarray:
+    out = np.empty(x.shape[:2] + (channels,), np.float32)
+    for y in range(0, x.shape[0], CHUNK_ROWS):
+        out[y: y + CHUNK_ROWS] = fn(x[y: y + CHUNK_ROWS])
+    return out
+
+
+def _srgb_to_lab(x: np.ndarray) -> np.ndarray:
     lin = _to_linear(x)
     if x.shape[2] == 1:
-        fy = _f(lin[..., 0])
         lab = np.zeros(x.shape[:2] + (3,), np.float32)
-        lab[..., 0] = 116.0 * fy - 16.0
+        lab[..., 0] = 116.0 * _f(lin[..., 0]) - 16.0
         return lab
     xyz = lin @ _TO_XYZN                       # X/Xn, Y/Yn, Z/Zn
     fx, fy, fz = (_f(xyz[..., i]) for i in range(3))
     return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], -1).astype(np.float32)
 
 
-def lab_to_srgb(lab: np.ndarray, channels: int = 3) -> np.ndarray:
-    """HxWx3 CIELAB -> sRGB in 0..1 (clipped; out-of-gamut colours are clipped per channel).
-    ``channels=1`` returns the gray image with the same L*."""
+def _lab_to_srgb(lab: np.ndarray, channels: int) -> np.ndarray:
     fy = (lab[..., 0] + 16.0) / 116.0
     if channels == 1:
         return _to_gamma(_finv(fy))[..., None]
@@ -87,6 +95,17 @@ def lab_to_srgb(lab: np.ndarray, channels: int = 3) -> np.ndarray:
     fz = fy - lab[..., 2] / 200.0
     xyz = np.stack([_finv(fx), _finv(fy), _finv(fz)], -1) * _WHITE.astype(np.float32)
     return _to_gamma(xyz @ _MINV.T.astype(np.float32))
+
+
+def srgb_to_lab(x: np.ndarray) -> np.ndarray:
+    """HxWx1 or HxWx3 sRGB in 0..1 -> HxWx3 CIELAB (L* 0..100)."""
+    return _chunked(_srgb_to_lab, x, 3)
+
+
+def lab_to_srgb(lab: np.ndarray, channels: int = 3) -> np.ndarray:
+    """HxWx3 CIELAB -> sRGB in 0..1 (clipped; out-of-gamut colours are clipped per channel).
+    ``channels=1`` returns the gray image with the same L*."""
+    return _chunked(lambda c: _lab_to_srgb(c, channels), lab, channels)
 
 
 def delta_e2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:

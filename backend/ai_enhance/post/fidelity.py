@@ -32,23 +32,19 @@ ROUNDS = 3
 SAME_SIZE_SIGMA = 2.0
 
 
+def _project(s_: np.ndarray, o: np.ndarray, scale: int, rounds: int) -> np.ndarray:
+    """Back-projection of one band: ``o`` corrected until ``down(x) == s_`` (and 0 <= x <= 1)."""
+    x = np.clip(o, 0.0, 1.0).astype(np.float32)
+    for _ in range(rounds):
+        x += resample.lift(s_ - resample.down(x, scale), scale)
+        np.clip(x, 0.0, 1.0, out=x)
+    return x
+
+
 def consistent(src: np.ndarray, out: np.ndarray, scale: int, *, rounds: int = ROUNDS,
                rows: int | None = None) -> np.ndarray:
-    """``out`` corrected until ``down(result) == src`` (upscales), by back-projection."""
-    _checks.pair(src, out, scale)
-    if scale == 1:
-        return apply(src, out, 1, 1.0, rows=rows)
-    reach = rounds * resample.LIFT_REACH + 1
-
-    def band(b: bands.Band) -> np.ndarray:
-        s_ = b.src(src)
-        x = np.clip(b.out(out), 0.0, 1.0).astype(np.float32)
-        for _ in range(rounds):
-            x += resample.lift(s_ - resample.down(x, scale), scale)
-            np.clip(x, 0.0, 1.0, out=x)
-        return x
-
-    return bands.run(band, src.shape[0], scale, reach, out.shape, rows=rows)
+    """``out`` corrected until ``down(result) == src`` (upscales): fidelity 1."""
+    return apply(src, out, scale, 1.0, rounds=rounds, rows=rows)
 
 
 def apply(src: np.ndarray, out: np.ndarray, scale: int, strength: float, *,
@@ -68,16 +64,14 @@ def apply(src: np.ndarray, out: np.ndarray, scale: int, strength: float, *,
 
         return bands.run(same, src.shape[0], 1, reach, out.shape, rows=rows)
 
+    # each round reads LIFT_REACH input rows beyond the rows it fixes
     reach = rounds * resample.LIFT_REACH + 1
 
     def band(b: bands.Band) -> np.ndarray:
-        s_ = b.src(src)
-        o = np.clip(b.out(out), 0.0, 1.0).astype(np.float32)
-        x = o.copy()
-        for _ in range(rounds):
-            x += resample.lift(s_ - resample.down(x, scale), scale)
-            np.clip(x, 0.0, 1.0, out=x)
+        o = b.out(out)
+        x = _project(b.src(src), o, scale, rounds)
         if t < 1.0:
+            o = np.clip(o, 0.0, 1.0)
             x -= o
             x *= np.float32(t)
             x += o
