@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai_enhance.post import changes, color, fidelity, resample
+from ai_enhance.post import changes, color, fidelity
 
 from _post_images import bicubic, photo
 

@@ -4,13 +4,16 @@ Measuring (`measure`)
 ---------------------
 The grain is what a high-pass (``x - gaussian(x, HP_SIGMA)``) leaves in *flat* parts of the image.
 The image is cut into blocks; each block gets its brightness (the low-passed luma) and the
-variance of its high-passed luma.  Texture and edges only ever *add* variance, so within each
-brightness bin a low percentile of the block variances (`QUANTILE`) is a texture-robust estimate
-of the grain's variance.  The percentile of pure grain is not its variance, and the high-pass eats
-part of a coarse grain; both biases are removed by *calibration*: the same statistic is computed
-once on synthetic grain of known level and size (made exactly as `synthesize` makes it) and
-divided out.  Blocks with clipped pixels (noise cannot show there) and blocks within reach of the
-border are skipped.
+variance of its high-passed luma.  Blocks that show structure are dropped: clipped pixels (noise
+cannot show there), an oriented pattern (structure-tensor coherence), heavy tails (kurtosis), or
+as much energy in the next band down as in the high-pass (texture has a 1/f spectrum, grain does
+not).  Texture and edges only ever *add* variance, so within each brightness bin a low percentile
+of what is left (`QUANTILE`) estimates the grain's variance.  The percentile of pure grain is not
+its variance, the high-pass eats part of a coarse grain and the rejection trims the tail; all of
+that is removed by *calibration*: the same statistics computed on synthetic grain of known level
+and size, made exactly as `synthesize` makes it (`calibrate`, stored in `_STORED`).  The level
+curve is then made plausible (`_smooth_levels`: a bin far above the brightness trend is texture)
+and capped at `MAX_LEVEL`.
 
 Grain size is the Gaussian sigma (px) that, applied to white noise, gives the grain's spatial
 correlation: measured from the lag-1 and lag-2 autocorrelation of the high-passed luma in the
@@ -24,7 +27,8 @@ White noise from a counter-based stream (per 16-row block of the target, seeded 
 content: `seed_for`), so it is deterministic and independent of how the work is cut into bands;
 Gaussian-filtered to the grain size and renormalised to unit variance; mixed across channels to
 the measured covariance; scaled per pixel by the level the profile gives for that pixel's
-brightness.
+brightness.  `top_up` gives the profile of the grain still missing from a result that already
+has some (fidelity brings part of the source's noise back).
 
 Which scale is matched (`Match`)
 --------------------------------
