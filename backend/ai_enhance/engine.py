@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from ai_enhance_client import ops as optable
-from ai_enhance_client.params import ParamError, validate
+from ai_enhance_client.params import ParamError, Stage, validate
 from ai_enhance_client.protocol import ErrorKind
 
 from . import ops, pixels
@@ -82,8 +82,8 @@ class Engine:
         extra = self._extra_inputs(spec, inputs, image)
         try:
             req.scale = spec.check_scale(req.scale)
-            req.options = validate(spec.params, req.options, what=spec.name)
-            req.post = validate((), req.post, what=f"{spec.name} post-processing")
+            req.options = validate(spec.params_of(Stage.OPTION), req.options, what=spec.name)
+            req.post = validate(spec.params_of(Stage.POST), req.post, what=f"{spec.name} post-processing")
         except ParamError as e:
             raise EnhanceError(ErrorKind.BAD_REQUEST, str(e),
                                f"see `ai-enhance enhance --op {spec.name} --help`") from None
@@ -97,12 +97,14 @@ class Engine:
                             progress=progress, is_cancelled=is_cancelled, model=model, inputs=extra)
         ctx.check_cancel()                  # cancelled while it waited in the queue
         out = self.ops[spec.name](ctx)
-        out = post.run(post.PostInput(color, roi, req.scale, req.post), out)
-        if out.image is not None:
-            if out.image.ndim == 2:
-                out.image = out.image[:, :, None]
-            if alpha is not None:
-                out.image = pixels.merge_alpha(out.image, pixels.resize_alpha(alpha, roi, req.scale))
+        out = post.run(post.PostInput(color, roi, req.scale, req.post), out, progress)
+        if out.image is not None and out.image.ndim == 2:
+            out.image = out.image[:, :, None]
+        if alpha is not None:
+            a = pixels.resize_alpha(alpha, roi, req.scale)
+            if out.image is not None:
+                out.image = pixels.merge_alpha(out.image, a)
+            out.layers = [(name, pixels.merge_alpha(layer, a)) for name, layer in out.layers]
         out.info.setdefault("op", spec.name)
         return out
 

@@ -29,6 +29,8 @@ class JobOutput:
     image: np.ndarray | None                 # None: the operation returns masks only
     masks: list[tuple[str, np.ndarray]] = field(default_factory=list)   # (name, uint8 HxW)
     info: dict = field(default_factory=dict)
+    #: further images the client stacks as layers (name, HxWxC in the image's dtype), e.g. "grain"
+    layers: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
     def mask(self, name: str) -> np.ndarray | None:
         return next((m for n, m in self.masks if n == name), None)

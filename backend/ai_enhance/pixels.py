@@ -138,3 +138,13 @@ def check_roi(roi, h: int, w: int) -> tuple[int, int, int, int]:
                            f"roi {[x, y, rw, rh]} is not inside the {w}x{h} image",
                            "the selection must lie inside the layer")
     return x, y, rw, rh
+
+
+def grain_merge(base: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarray:
+    """``base`` with ``layer`` on top in GIMP's Grain merge mode at ``opacity`` (0..1), as GIMP
+    shows it for a small perturbation: ``base + opacity * (layer - 0.5)`` on the gamma-encoded
+    values the plug-in exchanges; same dtype and channels as ``base`` (alpha, if any, from base)."""
+    b, a = split_alpha(base)
+    layer_color, _ = split_alpha(layer)
+    mixed = to_unit_float(b) + np.float32(opacity) * (to_unit_float(layer_color) - np.float32(0.5))
+    return merge_alpha(from_unit_float(mixed, base.dtype), a)

@@ -443,7 +443,12 @@ class Server:
             for name, m in out.masks:
                 m = np.ascontiguousarray(m, dtype=np.uint8)
                 masks.append((name, P.ImageSpec(m.shape[1], m.shape[0], 1, P.DType.U8), memoryview(m).cast("B")))
-            reply = P.result_reply(job.job_id, spec, pixels, masks, out.info)
+            layers = []
+            for name, a in out.layers:
+                a = np.ascontiguousarray(a if a.ndim == 3 else a[:, :, None])
+                layers.append((name, P.ImageSpec(a.shape[1], a.shape[0], a.shape[2], WIRE_OF[a.dtype]),
+                               memoryview(a).cast("B")))
+            reply = P.result_reply(job.job_id, spec, pixels, masks, out.info, layers)
             size = f"{spec.width}x{spec.height}" if spec else "masks only"
             log.info("job %s done in %.2f s -> %s", job.job_id, time.monotonic() - t0, size)
         except Cancelled:

@@ -110,12 +110,15 @@ class Recorder:
         return bool(self.cancel_when and self.cancel_when(self.events))
 
 
-def run(engine, image, model="tiny-restoreformer", scale=1, roi=None, options=None, rec=None):
-    """One "faces" job through Engine.run (its dispatch and request checks included)."""
+def run(engine, image, model="tiny-restoreformer", scale=1, roi=None, options=None, rec=None, post=None):
+    """One "faces" job through Engine.run (its dispatch and request checks included); the
+    post-processing dials off unless ``post`` is given (these tests are about the pipeline)."""
     from ai_enhance.jobs import JobRequest
+    from ai_enhance_client import ops as optable
 
     rec = rec or Recorder()
-    req = JobRequest(op="faces", model=model, scale=scale, roi=roi, options=dict(options or {}))
+    post = optable.BY_NAME["faces"].post_off() if post is None else post
+    req = JobRequest(op="faces", model=model, scale=scale, roi=roi, options=dict(options or {}), post=post)
     return engine.run(req, image, rec.progress, rec.is_cancelled)
 
 

@@ -14,9 +14,12 @@ import pytest
 from ai_enhance.engine import Engine, JobRequest
 from ai_enhance.errors import EnhanceError
 from ai_enhance.models import ModelStore, read_state_dict
+from ai_enhance_client import ops as optable
 from ai_enhance_client.protocol import ErrorKind
 
 pytestmark = pytest.mark.real_weights
+
+RAW_UPSCALE = optable.BY_NAME["upscale"].post_off()
 
 SHARED = {  # catalogue id -> file, as shipped in ../shared/weights
     "realesrgan-x4plus": "RealESRGAN_x4plus.pth",
@@ -57,6 +60,8 @@ def photo(size: int, y: int = 60, x: int = 170) -> np.ndarray:
 
 
 def ours(engine: Engine, model: str, img: np.ndarray, tile: int, **kw) -> np.ndarray:
+    """The raw model output through our engine (post-processing off: compared with upstream)."""
+    kw.setdefault("post", RAW_UPSCALE)
     return engine.run(JobRequest("upscale", model, 4, tile, **kw), img, lambda f, t: None,
                       lambda: False).image
 

@@ -22,6 +22,7 @@ from ai_enhance.runtime.devices import is_oom
 from ai_enhance.errors import Cancelled, EnhanceError
 from ai_enhance.models import ModelStore
 from ai_enhance.runtime.tiling import SizeReq
+from ai_enhance_client import ops as optable
 from ai_enhance_client.protocol import ErrorKind
 from testkit import make_compact, make_rrdb
 
@@ -65,8 +66,12 @@ class Recorder:
 
 
 def run(engine, image, model="nearest-x4", scale=4, tile=0, roi=None, op="upscale", options=None,
-        progress=None, cancel=lambda: False) -> JobOutput:
-    return engine.run(JobRequest(op, model, scale, tile, roi, options or {}), image,
+        progress=None, cancel=lambda: False, post=None) -> JobOutput:
+    """One job; the post-processing dials off unless ``post`` is given (these tests are about the
+    operation itself: tiling, scale, pixel types)."""
+    spec = optable.BY_NAME.get(op)
+    post = post if post is not None else (spec.post_off() if spec else {})
+    return engine.run(JobRequest(op, model, scale, tile, roi, options or {}, post), image,
                       progress or (lambda f, t: None), cancel)
 
 

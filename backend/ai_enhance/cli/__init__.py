@@ -141,7 +141,7 @@ def cmd_enhance(args) -> int:
     from ai_enhance_client.params import ParamError
 
     from ..images import ImageFileError, read_image, write_image
-    from ..pixels import NUMPY_OF, WIRE_OF
+    from ..pixels import NUMPY_OF, WIRE_OF, grain_merge
     from .flags import collect
 
     op = optable.get(args.op)
@@ -178,7 +178,16 @@ def cmd_enhance(args) -> int:
         if res.spec is not None:
             out = np.frombuffer(res.pixels, dtype=NUMPY_OF[res.spec.dtype]).reshape(
                 res.spec.height, res.spec.width, res.spec.channels)
+            if "grain" in res.layers:       # composited as GIMP shows the grain layer
+                gspec, gbytes = res.layers["grain"]
+                layer = np.frombuffer(gbytes, dtype=NUMPY_OF[gspec.dtype]).reshape(
+                    gspec.height, gspec.width, gspec.channels)
+                out = grain_merge(out, layer, float(post.get("grain", op.param("grain").default)))
             write_image(args.output, out)
+            cmap = getattr(args, "param_change_map", None)
+            if cmap is not None and "change-map" in res.masks:
+                mspec, mbytes = res.masks["change-map"]
+                write_image(cmap, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
         else:     # a masks-only operation: its first mask is the output
             name, (mspec, mbytes) = next(iter(res.masks.items()))
             write_image(args.output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))

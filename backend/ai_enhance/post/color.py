@@ -186,6 +186,13 @@ def lock_sigma(src: np.ndarray) -> float:
     return float(np.clip(s, LOCK_SIGMA_MIN, LOCK_SIGMA_MAX))
 
 
+def _apply_delta(o: np.ndarray, lab0: np.ndarray, lab1: np.ndarray) -> np.ndarray:
+    """``o`` moved by the colour change from ``lab0`` (its own Lab) to ``lab1``, applied as an RGB
+    difference: where nothing is corrected the pixels come back bit for bit, not through a
+    Lab round trip (which would shift 16-bit values by its float error)."""
+    return np.clip(o + (lab_to_srgb(lab1) - lab_to_srgb(lab0)), 0.0, 1.0).astype(np.float32)
+
+
 def lock(src: np.ndarray, out: np.ndarray, scale: int, *, sigma: float = LOCK_SIGMA,
          rows: int | None = None) -> np.ndarray:
     """The result keeps the input's colour: ``out`` with its a*b* pulled to ``src``'s at about
@@ -203,10 +210,12 @@ def lock(src: np.ndarray, out: np.ndarray, scale: int, *, sigma: float = LOCK_SI
         reach = blur.radius(SAME_SIZE_SIGMA)
 
         def same(b: bands.Band) -> np.ndarray:
-            lo = srgb_to_lab(b.out(out))
+            o = b.out(out)
+            lo = srgb_to_lab(o)
             ls = srgb_to_lab(b.src(src))
-            lo[..., 1:] += blur.gaussian(ls[..., 1:] - lo[..., 1:], SAME_SIZE_SIGMA)
-            return lab_to_srgb(lo)
+            fixed = lo.copy()
+            fixed[..., 1:] += blur.gaussian(ls[..., 1:] - lo[..., 1:], SAME_SIZE_SIGMA)
+            return _apply_delta(o, lo, fixed)
 
         return bands.run(same, h, 1, reach, out.shape, rows=rows)
 
@@ -214,15 +223,17 @@ def lock(src: np.ndarray, out: np.ndarray, scale: int, *, sigma: float = LOCK_SI
 
     def up_band(b: bands.Band) -> np.ndarray:
         s_ = b.src(src)
-        lab = srgb_to_lab(b.out(out))
+        o = b.out(out)
+        lab0 = srgb_to_lab(o)
+        lab = lab0.copy()
         target = srgb_to_lab(s_)[..., 1:]
-        x = b.out(out)
+        x = o
         for _ in range(LOCK_ROUNDS):
             r = target - srgb_to_lab(resample.down(x, scale))[..., 1:]
             if sigma > 0:
                 r = blur.gaussian(r, sigma)
             lab[..., 1:] += resample.lift(r, scale)
-            x = lab_to_srgb(lab)
+            x = _apply_delta(o, lab0, lab)
         return x
 
     return bands.run(up_band, h, scale, reach, out.shape, rows=rows)

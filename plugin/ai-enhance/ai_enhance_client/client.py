@@ -34,6 +34,7 @@ class Result:
     pixels: bytes | None
     masks: dict = field(default_factory=dict)   # name -> (ImageSpec, bytes)
     info: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)  # name -> (ImageSpec, bytes): e.g. "grain"
 
 
 class Client:
@@ -193,10 +194,12 @@ class Client:
                 spec_out = P.ImageSpec.from_json(h["image"]) if h.get("image") else None
                 frames = list(msg.frames)
                 pixels = bytes(frames.pop(0)) if spec_out is not None else None
-                masks = {}
+                masks, layers = {}, {}
                 for m, f in zip(h.get("masks", []), frames):
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
-                return Result(spec_out, pixels, masks, h.get("info", {}))
+                for m, f in zip(h.get("layers", []), frames[len(masks):]):
+                    layers[m["name"]] = (P.ImageSpec.from_json(m["image"], "layer"), bytes(f))
+                return Result(spec_out, pixels, masks, h.get("info", {}), layers)
             elif msg.type == P.MsgType.ERROR:
                 raise ClientError(_error_text(msg.header), msg.header.get("kind", "internal"))
             elif msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":

@@ -37,6 +37,8 @@ def read_settings(op: OpSpec, get: Callable[[str], Any]) -> JobSettings:
                        {p.name: values[p.name] for p in op.params if p.stage is Stage.OPTION}, what=op.title)
     post = validate([p for p in op.params if p.stage is Stage.POST],
                     {p.name: values[p.name] for p in op.params if p.stage is Stage.POST}, what=op.title)
+    if job.get("mask") == "changes":
+        post["change-map"] = True           # the "changes" mask comes from the change map
     return JobSettings(model=(job.get("model") or "").strip(), scale=int(job.get("scale", 1)),
                        strength=float(job.get("strength", 1.0)), tile=int(job.get("tile-size", 0)),
                        mask=str(job.get("mask", "selection")), options=options, post=post)

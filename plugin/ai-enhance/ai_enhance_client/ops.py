@@ -65,7 +65,16 @@ class OpSpec:
 
     @property
     def mask_modes(self) -> tuple[str, ...]:
-        return tuple(self.result_masks) + ("selection", "full")
+        changes = ("changes",) if any(p.name == "change-map" for p in self.params) else ()
+        return tuple(self.result_masks) + ("selection",) + changes + ("full",)
+
+    def params_of(self, stage: Stage) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.stage is stage)
+
+    def post_off(self) -> dict:
+        """Every post-processing dial at "off": the model's output as it is (benchmarks, tests
+        of the raw operation)."""
+        return {p.name: False if p.kind is Kind.BOOL else p.min for p in self.params_of(Stage.POST)}
 
     @property
     def job_params(self) -> tuple[Param, ...]:
@@ -114,6 +123,9 @@ _MASK_CHOICES = {
                                                   "when nothing is selected)"),
     "full": Choice("full", "Full", "Show the whole new layer"),
     "faces": Choice("faces", "Faces", "Mask the new layer to the restored faces (within the selection)"),
+    "changes": Choice("changes", "Where the AI agrees", "Show the result where it agrees with the photo and "
+                      "the original where the AI invented (the inverse of the change map, within the "
+                      "selection); paint from there"),
 }
 
 
@@ -142,6 +154,32 @@ CODEFORMER_WEIGHT = Param(
     "codeformer-weight", Kind.FLOAT, 0.5, "CodeFormer _fidelity",
     "CodeFormer only: 0 = the most restored face, 1 = the closest to the original face",
     min=0.0, max=1.0, applies_to=("CodeFormer",))
+
+def post_params(*, fidelity: float = 0.0, grain: float = 0.0, keep_texture: float | None = None,
+                color_lock: bool = True) -> tuple[Param, ...]:
+    """The post-processing dials (docs/fidelity.md), with this operation's defaults."""
+    out = [
+        Param("fidelity", Kind.FLOAT, fidelity, "_Fidelity",
+              "How closely the result must agree with the photo: 1 = shrunk back to the photo's size it "
+              "matches the photo (the AI may sharpen but not invent), 0 = the model's output as it is",
+              min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST),
+        Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's _colours",
+              "The result keeps the photo's colours (the model brings detail, not a colour shift)",
+              stage=Stage.POST),
+        Param("grain", Kind.FLOAT, grain, "_Grain",
+              "Puts back grain matching the photo's own (its level and size), as a layer in Grain merge "
+              "mode above the result: its opacity is this amount", min=0.0, max=1.0, percent=True,
+              unit="%", stage=Stage.POST),
+    ]
+    if keep_texture is not None:
+        out.append(Param("keep-texture", Kind.FLOAT, keep_texture, "Keep skin _texture",
+                         "Puts the photo's fine detail back into restored skin, against the plastic look",
+                         min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST))
+    out.append(Param("change-map", Kind.BOOL, False, "Show the _change map",
+                     "Adds a hidden layer 'AI changes' that is bright where the AI departed from what the "
+                     "photo supports (where it invented)", stage=Stage.POST))
+    return tuple(out)
+
 
 FACE_PARAMS = (
     CODEFORMER_WEIGHT,
@@ -173,7 +211,8 @@ OPS: tuple[OpSpec, ...] = (
              "every layer stays aligned. The source layer is never modified.",
         models=("realesrgan-x4plus", "realesr-general-x4v3", "realesrgan-x2plus",
                 "realesrgan-x4plus-anime", "realesr-animevideov3"),
-        purposes=("SR", "Restoration"), scale=(1, 8, 2), params=(DENOISE_STRENGTH,)),
+        purposes=("SR", "Restoration"), scale=(1, 8, 2),
+        params=(DENOISE_STRENGTH,) + post_params(fidelity=0.5)),
     OpSpec(
         name="faces", title="AI Restore Faces", menu_label="Restore _Faces...",
         blurb="Restore faces with an AI face-restoration model, as a new layer masked to the faces",
@@ -182,7 +221,8 @@ OPS: tuple[OpSpec, ...] = (
              "above the source. The layer mask covers the restored faces (mask 'faces'), the "
              "selection (mask 'selection') or everything (mask 'full').",
         models=("gfpgan-v1.4", "codeformer", "gfpgan-v1.3", "restoreformer"),
-        purposes=("FaceSR",), scale=(1, 4, 1), params=FACE_PARAMS,
+        purposes=("FaceSR",), scale=(1, 4, 1),
+        params=FACE_PARAMS + post_params(grain=0.4, keep_texture=0.4),
         result_masks=("faces",), mask_default="faces", tile=False),
     OpSpec(
         name="denoise", title="AI Denoise", menu_label="_Denoise...",
@@ -192,7 +232,7 @@ OPS: tuple[OpSpec, ...] = (
              "The result is a new layer above the source, masked by the selection.",
         models=("ffdnet-color", "scunet-color-real-psnr", "drunet-color", "nafnet-sidd",
                 "restormer-real-denoise", "scunet-color-real-gan"),
-        purposes=("Restoration",), params=(NOISE_LEVEL,)),
+        purposes=("Restoration",), params=(NOISE_LEVEL,) + post_params()),
     OpSpec(
         name="sharpen", title="AI Sharpen", menu_label="_Sharpen / Deblur...",
         blurb="Remove motion or focus blur with an AI deblurring model, as a new masked layer",
@@ -201,14 +241,15 @@ OPS: tuple[OpSpec, ...] = (
              "which sharpens and cleans. The result is a new layer above the source.",
         models=("nafnet-gopro", "fftformer-gopro", "restormer-deblur", "nafnet-reds",
                 "mprnet-deblur", "realesrgan-x4plus"),
-        purposes=("Restoration", "SR")),
+        purposes=("Restoration", "SR"), params=post_params()),
     OpSpec(
         name="jpeg", title="AI JPEG Cleanup", menu_label="_JPEG Cleanup...",
         blurb="Remove JPEG blocks and ringing with an AI model, as a new masked layer",
         help="Removes the 8x8 blocks, ringing and colour smearing of JPEG compression with FBCNN. "
              "Quality 0 lets the model estimate the damage; a quality of 1-100 tells it how the file "
              "was saved (lower cleans harder).",
-        models=("fbcnn-color",), purposes=("Restoration",), archs=("FBCNN",), params=(QUALITY,)),
+        models=("fbcnn-color",), purposes=("Restoration",), archs=("FBCNN",),
+        params=(QUALITY,) + post_params()),
     OpSpec(
         name="noop", title="AI No-op", menu_label="No-op",
         blurb="Returns the input (transport benchmarks and tests)", help="",

@@ -352,22 +352,27 @@ def _validate_progress(msg: Message) -> None:
 def _validate_result(msg: Message) -> None:
     h = msg.header
     spec = None if h.get("image") is None else ImageSpec.from_json(h.get("image"), "image")
-    masks = h.get("masks", [])
-    if not isinstance(masks, list) or len(masks) > MAX_MASKS:
-        raise ProtocolError(f"result.masks must be a list of at most {MAX_MASKS} entries", msg.job_id)
+    masks, layers = h.get("masks", []), h.get("layers", [])
+    for key, seq in (("masks", masks), ("layers", layers)):
+        if not isinstance(seq, list) or len(seq) > MAX_MASKS:
+            raise ProtocolError(f"result.{key} must be a list of at most {MAX_MASKS} entries", msg.job_id)
     n_image = 0 if spec is None else 1
-    if len(msg.frames) != n_image + len(masks):
-        raise ProtocolError(f"result has {len(msg.frames)} frames, header announces {n_image + len(masks)}",
-                            msg.job_id)
+    if len(msg.frames) != n_image + len(masks) + len(layers):
+        raise ProtocolError(f"result has {len(msg.frames)} frames, header announces "
+                            f"{n_image + len(masks) + len(layers)}", msg.job_id)
     if spec is not None:
         spec.check_frame(msg.frames[0])
     elif not masks:
         raise ProtocolError("a result carries an image, masks, or both", msg.job_id)
-    for m, f in zip(masks, msg.frames[n_image:]):
+    for i, (m, f) in enumerate(zip(masks + layers, msg.frames[n_image:])):
+        what = "mask" if i < len(masks) else "layer"
         if not isinstance(m, dict):
-            raise ProtocolError("each result.masks entry must be an object", msg.job_id)
-        _str_field(m, "name", "mask")
-        ImageSpec.from_json(m.get("image"), "mask").check_frame(f, "mask")
+            raise ProtocolError(f"each result.{what}s entry must be an object", msg.job_id)
+        _str_field(m, "name", what)
+        s = ImageSpec.from_json(m.get("image"), what)
+        if what == "mask" and (s.channels, s.dtype) != (1, DType.U8):
+            raise ProtocolError("a result mask is one channel of u8", msg.job_id)
+        s.check_frame(f, what)
 
 
 def _validate_error(msg: Message) -> None:
@@ -410,12 +415,17 @@ def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: st
 
 
 def result_reply(job_id: str, image: ImageSpec | None, pixels,
-                 masks: Sequence[tuple[str, ImageSpec, Any]] = (), info: dict | None = None) -> list:
+                 masks: Sequence[tuple[str, ImageSpec, Any]] = (), info: dict | None = None,
+                 layers: Sequence[tuple[str, ImageSpec, Any]] = ()) -> list:
+    """A result: the image (or None), named 8-bit masks, and named extra layers (e.g. "grain",
+    which the client stacks above the result)."""
     header = new_header(MsgType.RESULT, job_id,
                         masks=[{"name": n, "image": s.to_json()} for n, s, _ in masks],
                         info=info or {})
+    if layers:
+        header["layers"] = [{"name": n, "image": s.to_json()} for n, s, _ in layers]
     header["image"] = image.to_json() if image else None
-    frames = ([pixels] if image is not None else []) + [p for _, _, p in masks]
+    frames = ([pixels] if image is not None else []) + [p for _, _, p in masks] + [p for _, _, p in layers]
     return encode(header, frames)
 
 
