@@ -26,7 +26,8 @@ H200).
     python bench/bench_cuda.py              # 2048x2048, median of 3
     python bench/bench_cuda.py --weights /path/RealESRGAN_x4plus.pth --image photo.jpg
 
-Weights: --weights, else AI_ENHANCE_MODELS_DIR/RealESRGAN_x4plus.pth, else ../shared/weights.
+Weights: --weights (.pth or .safetensors), else RealESRGAN_x4plus.pth / .safetensors in
+AI_ENHANCE_MODELS_DIR, ../shared/weights, shared/weights or models/.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ import numpy as np  # noqa: E402
 def default_weights() -> Path:
     for d in (os.environ.get("AI_ENHANCE_MODELS_DIR"), REPO.parent / "shared" / "weights",
               REPO / "shared" / "weights", REPO / "models"):
-        if d and (Path(d) / "RealESRGAN_x4plus.pth").is_file():
-            return Path(d) / "RealESRGAN_x4plus.pth"
+        for f in ("RealESRGAN_x4plus.pth", "RealESRGAN_x4plus.safetensors"):
+            if d and (Path(d) / f).is_file():
+                return Path(d) / f
     return REPO.parent / "shared" / "weights" / "RealESRGAN_x4plus.pth"
 
 
@@ -242,7 +244,7 @@ def main(argv=None) -> int:
             net_rows.append({"label": label, "error": f"{type(e).__name__}: {e}"[:300]})
 
     base = next((r for r in results if "seconds" in r), None)
-    print(f"\n### RealESRGAN_x4plus on {name}, {size}x{size} input, tile {tile} "
+    print(f"\n### {args.weights.stem} on {name}, {size}x{size} input, tile {tile} "
           f"({'quick' if args.quick else f'median of {reps}'})\n")
     print("| configuration | dtype | tiles/pass | s per input MP | vs fp32 baseline | x floor "
           "(matmul) | x floor (datasheet) | PSNR vs fp32 | peak GPU GB |")

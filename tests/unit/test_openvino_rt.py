@@ -299,6 +299,7 @@ def _entry_files(cache_dir: Path) -> list[Path]:
 
 
 @needs_ov
+@pytest.mark.slow
 def test_cache_reuse_and_keys(nets, tmp_path):
     d = nets["rrdb"]
     first = rt.compile_model(d.model, in_channels=3, cache_key="sha-a", cache_dir=tmp_path)
@@ -317,6 +318,7 @@ def test_cache_reuse_and_keys(nets, tmp_path):
 
 
 @needs_ov
+@pytest.mark.slow
 def test_cache_survives_a_restart(nets, tmp_path):
     """A fresh process (fresh openvino.Core) finds the entry: no conversion, same output."""
     d = nets["compact"]
@@ -425,6 +427,7 @@ def test_disk_full_while_saving_runs_without_cache(nets, tmp_path, monkeypatch, 
 
 @needs_ov
 @needs_low
+@pytest.mark.slow
 def test_gate_falls_back_to_f32_and_is_recorded(nets, tmp_path, monkeypatch):
     d = nets["rrdb"]
     cand = rt.fast_precision("CPU")
@@ -453,6 +456,7 @@ def test_gate_falls_back_to_f32_and_is_recorded(nets, tmp_path, monkeypatch):
 
 @needs_ov
 @needs_low
+@pytest.mark.slow
 def test_auto_precision_follows_the_gate(nets, tmp_path):
     d = nets["rrdb"]
     m = rt.compile_model(d.model, in_channels=3, cache_key="auto", cache_dir=tmp_path)

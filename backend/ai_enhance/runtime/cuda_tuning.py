@@ -362,8 +362,8 @@ class TileRunner:
         """A host-layout batch (uint8 or float32 NCHW tensor on the device) -> the model's input."""
         import torch
 
-        if x.dtype == torch.uint8:
-            x = x.to(self.dtype) * (1.0 / 255.0)
+        if x.dtype == torch.uint8:      # scaled in fp32: u8 / 255 rounds once, like the engine
+            x = x.float().mul_(1.0 / 255.0).to(self.dtype)
         else:
             x = x.to(self.dtype)
         if self.channels_last:
