@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Models run on torch in the tests (and in the backends they start): converting a model for
+# OpenVINO, the default on CPUs, takes seconds to minutes; tests of that path ask for it.
+os.environ.setdefault("AI_ENHANCE_RUNTIME", "torch")
 from testkit import (Backend, free_port, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
                      start_serve)
 

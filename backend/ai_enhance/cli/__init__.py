@@ -249,6 +249,14 @@ def cmd_status(args) -> int:
     print(f"backend {caps.get('version')} pid {caps.get('pid')} at {c.endpoint}, up {caps.get('uptime')} s; "
           f"device {dev.get('name', dev) if isinstance(dev, dict) else dev}; "
           f"jobs running {q.get('running')}, queued {q.get('queued')}, done {q.get('done')}")
+    for m in caps.get("loaded") or []:
+        ri = m.get("runtime_info") or {}
+        how = m.get("runtime", "torch")
+        if how == "openvino":
+            how += f" {ri.get('device', '')} {ri.get('precision', '')}".rstrip()
+        elif ri.get("openvino"):
+            how += f" (OpenVINO {ri['openvino']})"
+        print(f"  loaded {m.get('id')}: {how}, idle {m.get('idle_s')} s")
     return 0
 
 

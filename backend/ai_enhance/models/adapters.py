@@ -497,6 +497,10 @@ ADAPTERS: dict[str, Callable] = {
     "RestoreFormer": restoreformer,
 }
 
+#: Adapters whose forward is the module's own call on the picture (padding aside): another
+#: runtime (OpenVINO) can run the converted module instead.
+CONVERTIBLE = frozenset({plain, internally_padded})
+
 #: Architectures whose forward is ``forward(x, options, mask)``.
 MASKED = frozenset({"LaMa", "MAT"})
 

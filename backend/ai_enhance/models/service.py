@@ -5,6 +5,7 @@ an image tiled.  The engine owns one ``ModelService``; operations receive it in 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -16,10 +17,11 @@ from ai_enhance_client.protocol import ErrorKind
 from ..errors import EnhanceError
 from ..jobs import IsCancelled, Progress
 from ..runtime import devices
+from ..runtime import openvino_rt as ov
 from ..runtime.cache import EntryKind, NetworkCache
 from ..runtime.tiled import DEFAULT_CONTEXT, DEFAULT_OVERLAP, TiledResult, TiledRunner
 from . import helpers
-from .catalog import ModelInfo
+from .catalog import ModelInfo, file_sha256
 from .store import LoadedModel, ModelStore, dni_strength
 
 log = logging.getLogger("ai_enhance.models")
@@ -78,8 +80,59 @@ class ModelService:
             lm.cache_key = key
             log.info("loaded %s (%s, x%d, %s) on %s in %.1f s", info.id, lm.arch, lm.scale, lm.dtype,
                      lm.device, time.monotonic() - t0)
+            self._offer_openvino(lm, info)
             return lm
-        return self.cache.get(key, build, kind=EntryKind.MODEL, label=info.id)
+        lm = self.cache.get(key, build, kind=EntryKind.MODEL, label=info.id)
+        self._install_openvino(lm)
+        return lm
+
+    # ----------------------------------------------------------------- OpenVINO
+
+    def _offer_openvino(self, lm: LoadedModel, info: ModelInfo) -> None:
+        """Run ``lm`` through OpenVINO where that is the runtime of this device (auto: the CPU):
+        from the disk cache at once (about a second), else converted on a thread of its own
+        (8-120 s for RRDBNet) while torch serves the jobs until it is ready."""
+        if not lm.convertible:
+            return
+        try:
+            if ov.choose_runtime(ov.runtime_setting(), self.device_info.kind, ov.available()) != "openvino":
+                return
+            device = ov.pick_device(ov.list_devices(), ov.device_setting())
+        except (ov.OVRuntimeUnavailable, ValueError) as e:
+            log.warning("%s runs on torch: %s", info.id, e)
+            return
+        key = ov.cache_key_for(file_sha256(info.path), lm.variant, lm.arch)
+        cache_dir, precision = ov.default_cache_dir(), ov.precision_setting()
+
+        def convert() -> None:
+            try:
+                lm.pending_runtime = ov.compile_model(
+                    lm.module, in_channels=lm.input_channels, cache_key=key, cache_dir=cache_dir,
+                    device=device, precision=precision, size_multiple=lm.size_req.multiple_of,
+                    min_size=lm.size_req.minimum)
+            except ov.OVRuntimeUnavailable as e:
+                log.info("%s stays on torch: %s", info.id, e.reason)
+                lm.runtime_info = {"openvino": f"not used: {e.reason}"}
+            except Exception:  # noqa: BLE001 - a failed conversion must never fail the backend
+                log.exception("OpenVINO conversion of %s failed; it stays on torch", info.id)
+        if ov.is_cached(key, cache_dir, device, precision):
+            convert()
+            self._install_openvino(lm)
+        else:
+            log.info("converting %s for OpenVINO in the background (once)", info.id)
+            lm.runtime_info = {"openvino": "converting (once); torch meanwhile"}
+            threading.Thread(target=convert, name=f"openvino-{info.id}", daemon=True).start()
+
+    def _install_openvino(self, lm: LoadedModel) -> None:
+        """Between jobs: a finished conversion takes over the model's forward."""
+        ovm = getattr(lm, "pending_runtime", None)
+        if ovm is None:
+            return
+        lm.pending_runtime = None
+        lm.forward = ovm.forward
+        lm.runtime = "openvino"
+        lm.runtime_info = ovm.to_json()
+        log.info("%s runs on OpenVINO %s (%s)", lm.info.id, ovm.device, ovm.precision)
 
     def helper(self, info: ModelInfo):
         """A support network (face detector, parser) from the same cache."""
@@ -109,7 +162,8 @@ class ModelService:
     def loaded_models(self) -> list[dict]:
         now = time.monotonic()
         return [{"id": e.obj.info.id, "device": e.obj.device, "dtype": e.obj.dtype,
-                 "arch": e.obj.arch, "idle_s": round(now - e.last_used, 1)}
+                 "arch": e.obj.arch, "idle_s": round(now - e.last_used, 1), "runtime": e.obj.runtime,
+                 "runtime_info": e.obj.runtime_info}
                 for e in self.cache.entries(EntryKind.MODEL)]
 
     def unload_idle(self, now: float | None = None) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,7 @@ from .. import paths
 from ..errors import EnhanceError
 from ..runtime import devices
 from ..runtime.tiling import SizeReq
-from .adapters import adapter_for
+from .adapters import CONVERTIBLE, adapter_for
 from .catalog import INSTALL_COMMAND, ModelInfo, catalog, info_from_entry
 from .loading import (MODEL_SUFFIXES, build_descriptor, corrupt, detect_arch, interpolate_state_dicts,
                       read_state_dict)
@@ -54,6 +54,10 @@ class LoadedModel:
     variant: tuple = ()
     max_activation: float | None = None    # elements per input pixel (see runtime.devices)
     cache_key: tuple | None = None         # the key of the network cache
+    runtime: str = "torch"                 # what runs forward: "torch" | "openvino"
+    runtime_info: dict = field(default_factory=dict)   # e.g. OpenVINO's precision, cache hit
+    convertible: bool = False              # forward is the plain module call (a runtime may take it over)
+    pending_runtime: Any = None            # a converted model waiting to take over between jobs
 
     @property
     def module(self):
@@ -73,7 +77,7 @@ class LoadedModel:
                 "size_requirements": {"minimum": self.size_req.minimum,
                                       "multiple_of": self.size_req.multiple_of,
                                       "square": self.size_req.square},
-                "tiling": self.tiling}
+                "tiling": self.tiling, "runtime": self.runtime, "runtime_info": self.runtime_info}
 
 
 def dni_strength(info: ModelInfo, options: dict) -> float:
@@ -275,7 +279,8 @@ class ModelStore:
 
         descriptor = build_descriptor(sd, info.path, None if info.custom else info.id)
         del sd
-        facts, forward = adapter_for(descriptor, info.adapter)(descriptor, info, info.path)
+        adapter = adapter_for(descriptor, info.adapter)
+        facts, forward = adapter(descriptor, info, info.path)
 
         use_fp16 = devices.use_half(kind, facts["supports_half"], os.environ.get(devices.ENV_HALF)) \
             if half is None else bool(half and facts["supports_half"])
@@ -292,6 +297,6 @@ class ModelStore:
             p.requires_grad_(False)
         return LoadedModel(info=info, descriptor=descriptor, device=dev,
                            dtype="float16" if use_fp16 else "float32", forward=forward,
-                           variant=variant, **facts)
+                           variant=variant, convertible=adapter in CONVERTIBLE, **facts)
 
 

@@ -490,6 +490,16 @@ def entry_name(cache_key: str, precision: str, device: str, version: str) -> str
     return f"{head}-{precision}-{_SAFE.sub('_', device)}-ov{ver}-{digest}"
 
 
+def is_cached(cache_key: str, cache_dir: Path | None, device: str = "CPU",
+              precision: str = "auto") -> bool:
+    """A converted model (or a recorded failure) for these settings is on disk: compile_model
+    will take about a second instead of converting (the caller may then wait for it)."""
+    if cache_dir is None or not available():
+        return False
+    name = entry_name(cache_key, (precision or "auto").lower(), (device or "CPU").upper(), ov_version())
+    return (Path(cache_dir) / f"{name}.json").is_file()
+
+
 def _entry_lock(name: str) -> threading.Lock:
     with _entry_locks_guard:
         return _entry_locks.setdefault(name, threading.Lock())
