@@ -13,6 +13,7 @@ torch is imported lazily, inside functions: importing this module is cheap.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Mapping
 
@@ -28,17 +29,22 @@ from .jobs import IsCancelled, JobOutput, JobRequest, Progress
 from .models import ModelInfo, ModelService, ModelStore
 from .ops.image_model import check_serves
 from .post import pipeline as post
+from .rawcache import RawCache, content_key
 from .runtime import devices
 from .runtime.tiled import DEFAULT_CONTEXT, DEFAULT_OVERLAP
 
 log = logging.getLogger("ai_enhance.engine")
 
+#: Memory for recent raw outputs (re-tuning the post-processing without the model).
+DEFAULT_RAW_CACHE = 1 << 30
+
 
 class Engine:
     def __init__(self, store: ModelStore, device: str = "auto", idle_unload_s: float = 600.0,
                  max_models: int = 3, context: int = DEFAULT_CONTEXT, overlap: int = DEFAULT_OVERLAP,
-                 band_on_device: bool | None = None):
+                 band_on_device: bool | None = None, raw_cache_bytes: int = DEFAULT_RAW_CACHE):
         self.store = store
+        self.raw = RawCache(raw_cache_bytes)
         self.models = ModelService(store, device, idle_unload_s, max_models, context, overlap,
                                    band_on_device)
         self.ops = dict(ops.REGISTRY)
@@ -78,6 +84,10 @@ class Engine:
         if isinstance(inputs, np.ndarray):
             inputs = {"image": inputs}
         spec = self._spec(req.op)
+        entry = self.raw.get(req.reuse) if req.reuse else None
+        if entry is not None:                 # re-tune: the cached job, with this request's post
+            req = dataclasses.replace(entry.request, post=req.post)
+            inputs = entry.inputs
         image = pixels.check_image(inputs.get("image"))
         extra = self._extra_inputs(spec, inputs, image)
         try:
@@ -93,10 +103,21 @@ class Engine:
         color, alpha = pixels.split_alpha(image)
         if spec.needs_rgb and color.shape[2] == 1:
             color = np.repeat(color, 3, axis=2)
-        ctx = ops.OpContext(spec=spec, req=req, image=color, roi=roi, models=self.models,
-                            progress=progress, is_cancelled=is_cancelled, model=model, inputs=extra)
-        ctx.check_cancel()                  # cancelled while it waited in the queue
-        out = self.ops[spec.name](ctx)
+        key = content_key(req, {"image": image, **extra})
+        if entry is not None:
+            out = entry.output
+            out.info["reused"] = True
+        else:
+            ctx = ops.OpContext(spec=spec, req=req, image=color, roi=roi, models=self.models,
+                                progress=progress, is_cancelled=is_cancelled, model=model, inputs=extra)
+            ctx.check_cancel()                  # cancelled while it waited in the queue
+            out = self.ops[spec.name](ctx)
+            if spec.models or spec.purposes or spec.archs:   # worth keeping: a model ran
+                self.raw.put(key, req, {"image": image, **extra}, out)
+            out.info["reused"] = False
+            if req.reuse:
+                out.info["recomputed"] = True   # asked to re-tune, but the raw output was gone
+        out.info["raw_key"] = key
         out = post.run(post.PostInput(color, roi, req.scale, req.post), out, progress)
         if out.image is not None and out.image.ndim == 2:
             out.image = out.image[:, :, None]

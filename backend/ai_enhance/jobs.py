@@ -22,6 +22,7 @@ class JobRequest:
     roi: tuple[int, int, int, int] | None = None   # (x, y, w, h) in input pixels
     options: dict = field(default_factory=dict)    # the operation's parameters
     post: dict = field(default_factory=dict)       # the post-processing stage's parameters
+    reuse: str = ""                                # re-tune: the raw output to start from (info["raw_key"])
 
 
 @dataclass

@@ -61,6 +61,7 @@ class ServeConfig:
     max_input_pixels: int = 64_000_000
     max_output_pixels: int = 256_000_000
     max_frame_bytes: int = P.MAX_FRAME_BYTES
+    raw_cache_bytes: int = 1 << 30      # recent raw outputs kept for re-tuning
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Server:
             from .models import ModelStore
 
             engine = Engine(ModelStore(config.models_dir), device=config.device,
-                            idle_unload_s=config.idle_unload)
+                            idle_unload_s=config.idle_unload, raw_cache_bytes=config.raw_cache_bytes)
         self.engine = engine
         self.ctx = zmq.Context()
         self.jobs: dict[str, Job] = {}
@@ -375,7 +376,8 @@ class Server:
                       for (name, s), frame in zip(specs, msg.frames)}
             req = JobRequest(op=h["op"], model=h.get("model", ""), scale=scale, tile=h.get("tile", 0),
                              roi=None if "roi" not in h else (roi.x, roi.y, roi.width, roi.height),
-                             options=dict(h.get("options") or {}), post=dict(h.get("post") or {}))
+                             options=dict(h.get("options") or {}), post=dict(h.get("post") or {}),
+                             reuse=h.get("reuse", ""))
             timeout = h.get("timeout")
             job = Job(identity, msg.job_id, req, inputs, msg.frames,
                       time.monotonic() + timeout if timeout else None)

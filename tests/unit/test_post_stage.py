@@ -161,3 +161,55 @@ def test_gray_and_16_bit_pass_the_stage(engine):
     out = run(engine, g, post={"change-map": True, "grain": 0.5})
     assert out.image.shape == (80, 96, 1) and out.image.dtype == np.uint16
     assert dict(out.layers)["grain"].shape == (80, 96, 1)
+
+
+# --------------------------------------------------------------------------- re-tune
+
+
+class CountingForward:
+    def __init__(self, lm):
+        self.real, self.calls = lm.forward, 0
+
+    def __call__(self, x, options):
+        self.calls += 1
+        return self.real(x, options)
+
+
+def test_retune_runs_only_the_post_stage_and_says_so_when_the_raw_output_is_gone(mdir):
+    engine = Engine(ModelStore(mdir), device="cpu")
+    lm = engine.get_model("realesrgan-x4plus")
+    lm.forward = counter = CountingForward(lm)
+    src = photo()
+    first = run(engine, src, post={"fidelity": 0.0, "color-lock": False})
+    n = counter.calls
+    assert n > 0 and first.info["reused"] is False and first.info["raw_key"]
+    tuned = engine.run(JobRequest("upscale", post={"fidelity": 1.0, "change-map": True},
+                                  reuse=first.info["raw_key"]),
+                       np.zeros((2, 2, 3), np.uint8),        # what the client sends is not used
+                       lambda f, t: None, lambda: False)
+    assert counter.calls == n and tuned.info["reused"] is True      # no model call
+    assert tuned.image.shape == first.image.shape
+    assert consistency_db(src, tuned.image, 2) > consistency_db(src, first.image, 2) + 5
+    assert "changes" in dict(tuned.masks)
+    # the same raw output, the first post again: the first result, bit for bit
+    back = engine.run(JobRequest("upscale", post={"fidelity": 0.0, "color-lock": False},
+                                 reuse=first.info["raw_key"]), src, lambda f, t: None, lambda: False)
+    np.testing.assert_array_equal(back.image, first.image)
+    # evicted (or another backend): the model runs again on what was sent, and the info says so
+    small = Engine(ModelStore(mdir), device="cpu", raw_cache_bytes=0)
+    again = small.run(JobRequest("upscale", "realesrgan-x4plus", 2, post={"fidelity": 1.0},
+                                 reuse=first.info["raw_key"]), src, lambda f, t: None, lambda: False)
+    assert again.info["reused"] is False and again.info["recomputed"] is True
+
+
+def test_raw_cache_is_bounded():
+    from ai_enhance.jobs import JobOutput
+    from ai_enhance.rawcache import RawCache
+
+    c = RawCache(3 * 1000)
+    for i in range(5):
+        c.put(str(i), JobRequest("upscale"), {"image": np.zeros(500, np.uint8)}, JobOutput(np.zeros(500, np.uint8)))
+    assert len(c) == 3 and c.nbytes <= 3000
+    assert c.get("0") is None and c.get("4") is not None
+    c.put("huge", JobRequest("upscale"), {"image": np.zeros(5000, np.uint8)}, JobOutput(None))
+    assert c.get("huge") is None                               # larger than the whole budget

@@ -28,6 +28,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-output-mp", type=float, default=256.0, help="largest result image, megapixels")
     p.add_argument("--max-frame-mb", type=float, default=1024.0,
                    help="largest single message frame; bigger ones drop the connection (default 1024)")
+    p.add_argument("--raw-cache-mb", type=float, default=1024.0,
+                   help="memory for recent raw model outputs, so that Re-tune changes the fidelity, "
+                        "colour, grain and mask dials without running the model again (default 1024)")
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -105,7 +108,8 @@ def cmd_serve(args) -> int:
                       client_timeout=args.client_timeout, idle_unload=args.idle_unload,
                       max_input_pixels=int(args.max_input_mp * 1e6),
                       max_output_pixels=int(args.max_output_mp * 1e6),
-                      max_frame_bytes=int(args.max_frame_mb * (1 << 20)))
+                      max_frame_bytes=int(args.max_frame_mb * (1 << 20)),
+                      raw_cache_bytes=int(args.raw_cache_mb * (1 << 20)))
     return serve(cfg, verbose=args.verbose)
 
 

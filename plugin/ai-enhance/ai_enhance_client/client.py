@@ -153,6 +153,7 @@ class Client:
     def enhance(self, *, op: str, spec: P.ImageSpec, pixels, model: str | None = None, scale: int = 1,
                 tile: int = 0, roi: P.Rect | None = None, options: dict | None = None,
                 post: dict | None = None, mask: tuple[P.ImageSpec, bytes] | None = None,
+                reuse: str | None = None,
                 on_progress: ProgressFn | None = None,
                 should_cancel: Callable[[], bool] | None = None,
                 job_id: str | None = None) -> Result:
@@ -166,7 +167,7 @@ class Client:
         extra = [("mask", mask[0], mask[1])] if mask is not None else []
         sock.send_multipart(P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels,
                                               scale=scale, tile=tile, roi=roi, options=options,
-                                              post=post, extra_inputs=extra),
+                                              post=post, extra_inputs=extra, reuse=reuse),
                             copy=False)
         last_seen = time.monotonic()
         next_beat = last_seen + HEARTBEAT_S

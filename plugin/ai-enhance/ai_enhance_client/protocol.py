@@ -300,6 +300,8 @@ def _validate_enhance(msg: Message) -> None:
             raise ProtocolError(f"enhance.op must be an operation name such as 'upscale', got {op!r}")
         if "model" in h:
             _str_field(h, "model", "enhance")
+        if "reuse" in h:
+            _str_field(h, "reuse", "enhance")
         _int_field(h, "scale", 1, MAX_SCALE, "enhance", default=1)
         _int_field(h, "tile", 0, MAX_TILE, "enhance", default=0)
         if "timeout" in h:
@@ -402,15 +404,16 @@ def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: st
                     scale: int = 1, tile: int = 0, roi: Rect | None = None,
                     options: dict | None = None, post: dict | None = None,
                     extra_inputs: Sequence[tuple[str, ImageSpec, Any]] = (),
-                    timeout: float | None = None) -> list:
+                    timeout: float | None = None, reuse: str | None = None) -> list:
     """An enhance request: ``image`` + ``pixels`` is the first input; ``extra_inputs`` are further
-    named frames (e.g. ``("mask", spec, bytes)``)."""
+    named frames (e.g. ``("mask", spec, bytes)``); ``reuse`` names a raw output the backend may
+    still hold (a result's ``info["raw_key"]``): then only the post-processing runs again."""
     inputs = [{"name": "image", "image": image.to_json()}]
     inputs += [{"name": n, "image": s.to_json()} for n, s, _ in extra_inputs]
     header = new_header(MsgType.ENHANCE, job_id, op=op, model=model or None, scale=scale,
                         tile=tile, inputs=inputs,
                         roi=roi.to_json() if roi else None, options=options or None,
-                        post=post or None, timeout=timeout)
+                        post=post or None, timeout=timeout, reuse=reuse or None)
     return encode(header, [pixels, *[p for _, _, p in extra_inputs]])
 
 
