@@ -40,6 +40,9 @@ MODELS = {  # id -> (file, upstream network factory name)
     "realesr-animevideov3": "realesr-animevideov3.pth",
 }
 
+#: the model's own output (no post-processing): what upstream computes too
+RAW = {"color-lock": False, "fidelity": 0.0}
+
 
 def default_models_dir() -> Path:
     env = os.environ.get("AI_ENHANCE_MODELS_DIR")
@@ -80,11 +83,11 @@ def make_engine(models_dir: Path, device: str):
 def run_ours(engine, model: str, img: np.ndarray, tile: int) -> tuple[np.ndarray, float, dict]:
     from ai_enhance.jobs import JobRequest
     engine.get_model(model)                                      # load outside the timing
-    engine.run(JobRequest("upscale", model, 4, 0), img[:16, :16], lambda f, t: None, lambda: False)
+    engine.run(JobRequest("upscale", model, 4, 0, post=RAW), img[:16, :16], lambda f, t: None, lambda: False)
     dev = engine.device_info.torch_device
     sync(dev)
     t0 = time.perf_counter()
-    out = engine.run(JobRequest("upscale", model, 4, tile), img, lambda f, t: None, lambda: False)
+    out = engine.run(JobRequest("upscale", model, 4, tile, post=RAW), img, lambda f, t: None, lambda: False)
     sync(dev)
     return out.image, time.perf_counter() - t0, out.info
 
@@ -136,13 +139,13 @@ def rss_child(args) -> None:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         from ai_enhance.jobs import JobRequest
         t0 = time.perf_counter()
-        out = engine.run(JobRequest("upscale", "realesr-animevideov3", 4, tile), img, lambda f, t: None,
+        out = engine.run(JobRequest("upscale", "realesr-animevideov3", 4, tile, post=RAW), img, lambda f, t: None,
                          lambda: False)
         sync(engine.device_info.torch_device)
         secs = time.perf_counter() - t0
         shape, info = out.image.shape, out.info
         px_bytes = None
-        from ai_enhance import devices
+        from ai_enhance.runtime import devices
         px_bytes = devices.estimate_px_bytes(lm.max_activation or 64, 2 if lm.dtype == "float16" else 4)
     else:
         classes = upstream_classes()

@@ -54,10 +54,23 @@ def _pairs_no_duplicates(pairs):
 
 
 @pytest.fixture(scope="module")
-def entries() -> list[dict]:
+def everything() -> list[dict]:
     data = json.loads(CATALOG.read_text("utf-8"), object_pairs_hook=_pairs_no_duplicates)
     assert isinstance(data, dict) and isinstance(data["models"], list)
     return data["models"]
+
+
+@pytest.fixture(scope="module")
+def entries(everything) -> list[dict]:
+    """The entries with a model file (built-in methods have none)."""
+    return [e for e in everything if not e.get("builtin")]
+
+
+def test_builtin_methods_have_no_file_and_serve_a_table_operation(everything):
+    builtins = [e for e in everything if e.get("builtin")]
+    assert {e["id"] for e in builtins} >= {"damage-analysis", "classical"}
+    for e in builtins:
+        assert "file" not in e and "url" not in e and e["ops"] and set(e["ops"]) <= KNOWN_OPS
 
 
 def test_required_entries_with_official_file_names(entries):
@@ -157,8 +170,8 @@ def test_references_resolve(entries):
         assert "options" not in e, e["id"]
 
 
-def test_every_model_the_table_names_is_in_the_catalogue(entries):
-    by_id = {e["id"]: e for e in entries}
+def test_every_model_the_table_names_is_in_the_catalogue(everything):
+    by_id = {e["id"]: e for e in everything}
     for op in optable.OPS:
         for mid in op.models:
             assert mid in by_id, (op.name, mid)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ai_enhance import tiling
+from ai_enhance.runtime import tiling
 from ai_enhance.runtime import cuda_tuning as ct
 from testkit import make_compact, make_rrdb
 
@@ -262,7 +262,8 @@ def test_run_image_u8_matches_the_engine(nets, tmp_path):
     make_compact(tmp_path / "realesr-animevideov3.pth", seed=21)
     eng = Engine(ModelStore(tmp_path), device="cpu")
     img = np.random.default_rng(4).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    want = eng.run(JobRequest("upscale", "realesr-animevideov3", 4, 40), img,
+    raw = {"color-lock": False, "fidelity": 0.0}          # the model's output, no post-processing
+    want = eng.run(JobRequest("upscale", "realesr-animevideov3", 4, 40, post=raw), img,
                    lambda *_: None, lambda: False).image
     runner = ct.TileRunner(load(tmp_path / "realesr-animevideov3.pth").model, device="cpu",
                            tuning=ct.CudaTuning(max_batch=3))

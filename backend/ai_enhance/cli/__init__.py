@@ -54,7 +54,13 @@ def _add_enhance(sub) -> None:
     add_param_flags(p)
     p.add_argument("--endpoint", help="backend endpoint (default: AI_ENHANCE_ENDPOINT, settings, default port)")
     p.add_argument("--no-autostart", action="store_true", help="fail instead of starting a backend")
+    p.add_argument("--mask", type=Path, metavar="FILE",
+                   help="the pixels to work on, for --op inpaint: an 8-bit gray image of the input's size, "
+                        "white = fill (e.g. what --op find-damage wrote)")
     p.add_argument("--mask-output", type=Path, help="also write the backend's mask (e.g. faces) here")
+    p.add_argument("--layers", type=Path, metavar="DIR",
+                   help="also write every layer and mask of the result into DIR (e.g. each step of "
+                        "--op restore-old-photo) as PNG files")
     p.add_argument("-q", "--quiet", action="store_true")
 
 
@@ -163,6 +169,19 @@ def cmd_enhance(args) -> int:
         print(f"ai-enhance: {e}", file=sys.stderr)
         return 2
     spec = P.ImageSpec(img.shape[1], img.shape[0], img.shape[2], WIRE_OF[img.dtype])
+    mask = None
+    if "mask" in op.inputs:
+        if args.mask is None:
+            print(f"ai-enhance: --op {op.name} needs --mask FILE (white = the pixels to fill)", file=sys.stderr)
+            return 2
+        try:
+            mask = _mask_input(read_image(args.mask), img.shape[:2], args.mask)
+        except ImageFileError as e:
+            print(f"ai-enhance: {e}", file=sys.stderr)
+            return 2
+    elif args.mask is not None:
+        print(f"ai-enhance: --op {op.name} takes no --mask", file=sys.stderr)
+        return 2
     bar = _Bar(args.quiet)
     t0 = time.monotonic()
     try:
@@ -172,7 +191,7 @@ def cmd_enhance(args) -> int:
             scale = args.scale if args.scale is not None else default_scale(op, args.model, caps)
             res = client.enhance(op=op.name, model=args.model or None, spec=spec,
                                  pixels=memoryview(img).cast("B"), scale=scale, tile=args.tile,
-                                 options=options, post=post, on_progress=bar)
+                                 options=options, post=post, on_progress=bar, mask=mask)
     except ClientError as e:
         bar.done()
         print(f"ai-enhance: {e}", file=sys.stderr)
@@ -195,6 +214,8 @@ def cmd_enhance(args) -> int:
         else:     # a masks-only operation: its first mask is the output
             name, (mspec, mbytes) = next(iter(res.masks.items()))
             write_image(args.output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
+        if args.layers is not None:
+            _write_layers(args.layers, res, write_image)
         if args.mask_output and res.masks:
             name, (mspec, mbytes) = next(iter(res.masks.items()))
             write_image(args.mask_output, np.frombuffer(mbytes, np.uint8).reshape(mspec.height, mspec.width, 1))
@@ -208,6 +229,39 @@ def cmd_enhance(args) -> int:
               f"with {res.info.get('model') or args.model or op.name} in {time.monotonic() - t0:.1f} s"
               + (f"; {msg}" if msg else ""))
     return 0
+
+
+def _mask_input(m, shape, path):
+    """An image file as the "mask" input: one 8-bit channel of the image's size (gray, or the
+    first channel of a colour file; 16-bit and float scaled to 8 bits)."""
+    import numpy as np
+
+    from ai_enhance_client import protocol as P
+
+    from ..images import ImageFileError
+    if m.shape[:2] != tuple(shape):
+        raise ImageFileError(f"the mask {path} is {m.shape[1]}x{m.shape[0]}, the image {shape[1]}x{shape[0]}; "
+                             "give a mask of the image's size")
+    m = m[:, :, 0]
+    if m.dtype == np.uint16:
+        m = (m // 257).astype(np.uint8)
+    elif m.dtype != np.uint8:
+        m = np.clip(np.rint(m * 255), 0, 255).astype(np.uint8)
+    m = np.ascontiguousarray(m)
+    return P.ImageSpec(m.shape[1], m.shape[0], 1, P.DType.U8), m.tobytes()
+
+
+def _write_layers(folder: Path, res, write_image) -> None:
+    """Every result layer as ``<name>.png`` and every mask as ``<name>-mask.png`` in ``folder``."""
+    import numpy as np
+
+    from ..pixels import NUMPY_OF
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (spec, data) in res.layers.items():
+        a = np.frombuffer(data, dtype=NUMPY_OF[spec.dtype]).reshape(spec.height, spec.width, spec.channels)
+        write_image(folder / f"{name}.png", a)
+    for name, (spec, data) in res.masks.items():
+        write_image(folder / f"{name}-mask.png", np.frombuffer(data, np.uint8).reshape(spec.height, spec.width, 1))
 
 
 def default_scale(op, model: str, caps: dict) -> int:

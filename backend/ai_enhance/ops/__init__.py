@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..jobs import JobOutput
-from . import denoise, faces, jpeg, noop, sharpen, upscale
+from . import colorize, denoise, faces, find_damage, inpaint, jpeg, noop, restore_old_photo, sharpen, upscale
 from .context import OpContext
 
 Run = Callable[[OpContext], JobOutput]
@@ -20,6 +20,10 @@ REGISTRY: dict[str, Run] = {
     "denoise": denoise.run,
     "sharpen": sharpen.run,
     "jpeg": jpeg.run,
+    "find-damage": find_damage.run,
+    "inpaint": inpaint.run,
+    "colorize": colorize.run,
+    "restore-old-photo": restore_old_photo.run,
     "noop": noop.run,
 }
 

@@ -421,7 +421,7 @@ class TileRunner:
         finished rows come back once, already in the output dtype."""
         import torch
 
-        from .. import tiling
+        from . import tiling
 
         h, w, c = image.shape
         ctx, ov = tiling.margins_for(tile if tile > 0 else 1 << 30, context, overlap)

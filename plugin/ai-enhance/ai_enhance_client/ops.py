@@ -30,6 +30,7 @@ class LayerMode(str, Enum):
 class ResultKind(str, Enum):
     LAYER = "layer"                  # a new layer above the source
     CHANNEL = "channel"              # a mask only: a new channel (and the selection)
+    GROUP = "group"                  # one layer per step (result layers), in a new layer group
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,11 @@ class OpSpec:
     @property
     def job_params(self) -> tuple[Param, ...]:
         """model, scale, strength, tile size and mask: header fields and layer settings."""
-        out = [Param("model", Kind.STRING, self.default_model, "_Model",
-                     "Model id (see `ai-enhance models list`); empty = the best installed one",
-                     stage=Stage.JOB)]
+        out = []
+        if self.models or self.purposes or self.archs:
+            out.append(Param("model", Kind.STRING, self.default_model, "_Model",
+                             "Model id (see `ai-enhance models list`); empty = the best installed one",
+                             stage=Stage.JOB))
         lo, hi, default = self.scale
         if hi > 1:
             out.append(Param("scale", Kind.INT, default, "Sc_ale",
@@ -155,17 +158,21 @@ CODEFORMER_WEIGHT = Param(
     "CodeFormer only: 0 = the most restored face, 1 = the closest to the original face",
     min=0.0, max=1.0, applies_to=("CodeFormer",))
 
-def post_params(*, fidelity: float = 0.0, grain: float = 0.0, keep_texture: float | None = None,
-                color_lock: bool = True) -> tuple[Param, ...]:
-    """The post-processing dials (docs/fidelity.md), with this operation's defaults."""
-    out = [
-        Param("fidelity", Kind.FLOAT, fidelity, "_Fidelity",
-              "How closely the result must agree with the photo: 1 = shrunk back to the photo's size it "
-              "matches the photo (the AI may sharpen but not invent), 0 = the model's output as it is",
-              min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST),
-        Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's _colours",
-              "The result keeps the photo's colours (the model brings detail, not a colour shift)",
-              stage=Stage.POST),
+def post_params(*, fidelity: float | None = 0.0, grain: float = 0.0, keep_texture: float | None = None,
+                color_lock: bool | None = True) -> tuple[Param, ...]:
+    """The post-processing dials (docs/fidelity.md), with this operation's defaults; None leaves
+    a dial out where it makes no sense (inpainting must not be pulled back to the damage)."""
+    out = []
+    if fidelity is not None:
+        out.append(Param("fidelity", Kind.FLOAT, fidelity, "_Fidelity",
+                         "How closely the result must agree with the photo: 1 = shrunk back to the photo's "
+                         "size it matches the photo (the AI may sharpen but not invent), 0 = the model's "
+                         "output as it is", min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST))
+    if color_lock is not None:
+        out.append(Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's _colours",
+                         "The result keeps the photo's colours (the model brings detail, not a colour shift)",
+                         stage=Stage.POST))
+    out += [
         Param("grain", Kind.FLOAT, grain, "_Grain",
               "Puts back grain matching the photo's own (its level and size), as a layer in Grain merge "
               "mode above the result: its opacity is this amount", min=0.0, max=1.0, percent=True,
@@ -179,6 +186,41 @@ def post_params(*, fidelity: float = 0.0, grain: float = 0.0, keep_texture: floa
                      "Adds a hidden layer 'AI changes' that is bright where the AI departed from what the "
                      "photo supports (where it invented)", stage=Stage.POST))
     return tuple(out)
+
+
+SENSITIVITY = Param(
+    "sensitivity", Kind.FLOAT, 0.5, "_Sensitivity",
+    "How faint a scratch or speck may be and still be found: higher finds more (and more that is not "
+    "damage)", min=0.0, max=1.0, percent=True, unit="%")
+
+DAMAGE_KINDS = Param(
+    "kinds", Kind.CHOICE, "both", "_Look for", "Which kinds of damage to find",
+    choices=(Choice("both", "Scratches and dust"), Choice("scratches", "Scratches and cracks"),
+             Choice("dust", "Dust and specks")))
+
+SATURATION = Param(
+    "saturation", Kind.FLOAT, 1.0, "Colour _saturation",
+    "How colourful the guessed colours are: 0 = gray, 1 = as the model predicts, 2 = twice as strong",
+    min=0.0, max=2.0, percent=True, unit="%")
+
+COLORIZE_SIZE = Param(
+    "input-size", Kind.INT, 512, "Model _resolution",
+    "The size the colouriser looks at the photo (the colours are then spread over the full "
+    "resolution; the tones are never changed): larger sees small things better, slower",
+    min=256, max=1024, unit="px", advanced=True)
+
+
+def _step(name: str, label: str, default: bool, help_: str) -> Param:
+    return Param(name, Kind.BOOL, default, label, help_)
+
+
+RESTORE_STEPS = (
+    _step("repair-damage", "_Repair scratches and dust", True,
+          "Find scratches, cracks and dust, and fill them from their surroundings"),
+    _step("denoise", "Remove _noise", True, "Remove film grain and scanner noise"),
+    _step("restore-faces", "Restore _faces", True, "Restore every face (needs a face model)"),
+    _step("colorize", "_Colorize", False, "Guess the colours of a black-and-white photo (a colour layer)"),
+)
 
 
 FACE_PARAMS = (
@@ -250,6 +292,43 @@ OPS: tuple[OpSpec, ...] = (
              "was saved (lower cleans harder).",
         models=("fbcnn-color",), purposes=("Restoration",), archs=("FBCNN",),
         params=(QUALITY,) + post_params()),
+    OpSpec(
+        name="find-damage", title="AI Find Damage", menu_label="Find _Damage...",
+        blurb="Find scratches, cracks and dust on a scanned photo, as a selection you can edit",
+        help="Finds scratches, cracks, dust specks and spots by image analysis (no model to download) "
+             "and puts them in a new channel 'AI damage' that also becomes the selection: check it with "
+             "Quick Mask, add or remove parts with a brush, then run Inpaint Selection. With a "
+             "selection, only damage inside it is found.",
+        models=("damage-analysis",), params=(SENSITIVITY, DAMAGE_KINDS), result_masks=("damage",),
+        result=ResultKind.CHANNEL, tile=False, margin=64),
+    OpSpec(
+        name="inpaint", title="AI Inpaint", menu_label="_Inpaint Selection...",
+        blurb="Fill the selection from its surroundings, as a new layer masked by the selection",
+        help="Fills the selected pixels (scratches, dust, a torn corner, something to remove) from what "
+             "surrounds them, with LaMa when it is installed, else with the built-in classical method. "
+             "Pixels outside the selection are returned unchanged and the new layer is masked by the "
+             "selection, so only the filled areas show.",
+        models=("big-lama", "mat-places512", "classical"), purposes=("Inpainting",),
+        inputs=("image", "mask"), params=post_params(fidelity=None, color_lock=None),
+        tile=False, margin=96),
+    OpSpec(
+        name="colorize", title="AI Colorize", menu_label="_Colorize...",
+        blurb="Guess the colours of a black-and-white photo, as a colour layer over the tones",
+        help="A colourising model (DDColor) guesses the colours; only colour comes from it: the layer is "
+             "in LCh colour mode, so the photo's tones underneath stay as they are and stay editable. "
+             "A grayscale image is converted to RGB first (in the same undo step).",
+        models=("ddcolor-modelscope", "ddcolor-artistic", "ddcolor-paper", "ddcolor-paper-tiny"),
+        archs=("DDColor",), params=(SATURATION, COLORIZE_SIZE), needs_rgb=True,
+        layer_mode=LayerMode.LCH_COLOR, tile=False),
+    OpSpec(
+        name="restore-old-photo", title="AI Restore Old Photo", menu_label="Restore _Old Photo...",
+        blurb="Repair, denoise, restore faces and optionally colorize, as a group of editable layers",
+        help="Runs Find Damage, Inpaint, Denoise, Restore Faces and (if asked) Colorize one after the "
+             "other, and puts each step's result on its own masked layer inside a new layer group "
+             "'AI Restore Old Photo' above the photo: toggle, mask or fade any single step. Steps "
+             "whose model is not installed are skipped, and the message says which.",
+        params=(SENSITIVITY,) + RESTORE_STEPS, result_masks=("damage", "faces"),
+        result=ResultKind.GROUP, tile=False, margin=64),
     OpSpec(
         name="noop", title="AI No-op", menu_label="No-op",
         blurb="Returns the input (transport benchmarks and tests)", help="",
