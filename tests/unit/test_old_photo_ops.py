@@ -26,8 +26,8 @@ def photo(h=96, w=128) -> np.ndarray:
 
 
 def damaged(seed=0):
-    clean = photo().astype(np.float32) / 255
-    d = damage(clean, seed, scratches_per_mp=400, specks_per_mp=3000)
+    clean = photo(192, 256).astype(np.float32) / 255
+    d = damage(clean, seed)                 # a few scratches and a score of specks
     return (clean * 255).round().astype(np.uint8), (d.image * 255).round().astype(np.uint8), d
 
 
