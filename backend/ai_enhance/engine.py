@@ -109,7 +109,8 @@ class Engine:
             out.info["reused"] = True
         else:
             ctx = ops.OpContext(spec=spec, req=req, image=color, roi=roi, models=self.models,
-                                progress=progress, is_cancelled=is_cancelled, model=model, inputs=extra)
+                                progress=progress, is_cancelled=is_cancelled, model=model, inputs=extra,
+                                ops=self.ops)
             ctx.check_cancel()                  # cancelled while it waited in the queue
             out = self.ops[spec.name](ctx)
             if spec.models or spec.purposes or spec.archs:   # worth keeping: a model ran

@@ -390,7 +390,7 @@ def test_noop_returns_roi_unchanged(engine):
 
 def test_unknown_op_and_wrong_op_for_model(engine):
     with pytest.raises(EnhanceError) as e:
-        run(engine, img_u8(), op="colorize")
+        run(engine, img_u8(), op="levitate")                      # no such operation
     assert e.value.kind == ErrorKind.UNSUPPORTED and "upscale" in e.value.hint
     with pytest.raises(EnhanceError) as e:
         run(engine, img_u8(), "realesrgan-x4plus", op="denoise", scale=1)

@@ -30,6 +30,7 @@ class OpContext:
     is_cancelled: IsCancelled
     model: ModelInfo | None = None           # resolved by the engine (None: the op needs none)
     inputs: dict[str, np.ndarray] = field(default_factory=dict)   # further named inputs
+    ops: dict = field(default_factory=dict)  # the registry: a chain of operations calls its steps
 
     @property
     def options(self) -> dict:

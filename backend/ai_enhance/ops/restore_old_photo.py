@@ -29,8 +29,6 @@ STEPS = (
 
 
 def run(ctx: OpContext) -> JobOutput:
-    from . import REGISTRY
-
     t0 = time.monotonic()
     h, w = ctx.image.shape[:2]
     frame = (0, 0, w, h)
@@ -54,7 +52,7 @@ def run(ctx: OpContext) -> JobOutput:
                                    progress=progress)
 
     # 1. find the damage (no model needed)
-    found = REGISTRY["find-damage"](sub("find-damage", None, {"sensitivity": ctx.options["sensitivity"]}))
+    found = ctx.ops["find-damage"](sub("find-damage", None, {"sensitivity": ctx.options["sensitivity"]}))
     damage = found.mask("damage")
     done[0] += 1
     masks.append(("damage", damage[y:y + rh, x:x + rw]))
@@ -73,7 +71,7 @@ def run(ctx: OpContext) -> JobOutput:
             continue
         inputs = {"mask": damage} if op == "inpaint" else None
         try:
-            out = REGISTRY[op](sub(op, model, {}, inputs))
+            out = ctx.ops[op](sub(op, model, {}, inputs))
         except EnhanceError as e:
             if e.kind.value not in ("model_missing", "unknown_model"):
                 raise
