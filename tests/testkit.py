@@ -128,5 +128,23 @@ def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = 
     raise RuntimeError("serve did not answer within %.0f s" % wait)
 
 
+def curve_dealer(endpoint: str, ctx=None, keys_dir=None):
+    """A raw DEALER socket that authenticates like the real client (the session's keys): for
+    tests that send hand-made frames to a backend."""
+    import zmq
+    from ai_enhance_client import keys as K
+
+    ctx = ctx or zmq.Context.instance()
+    folder = Path(keys_dir) if keys_dir else K.keys_dir()
+    pair = K.client_pair(folder)
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.curve_serverkey = K.server_public(folder)
+    s.curve_publickey = pair.public
+    s.curve_secretkey = pair.secret
+    s.connect(endpoint)
+    return s
+
+
 def have_exe(name: str) -> bool:
     return shutil.which(name) is not None
