@@ -255,8 +255,11 @@ def cmd_models(args) -> int:
 
     store = ModelStore(args.models_dir) if getattr(args, "models_dir", None) else ModelStore()
     infos = store.list()
+    problems = store.problems()
     if getattr(args, "json", False):
-        print(json.dumps([i.to_json() for i in infos], indent=2))
+        print(json.dumps([i.to_json() for i in infos]
+                         + [{"file": f, "status": "broken", "installed": False, "reason": why}
+                            for f, why in problems], indent=2))
         return 0
     print(f"models folder: {store.dir}")
     print(f"{'id':28} {'status':11} {'size':>9}  source")
@@ -265,6 +268,10 @@ def cmd_models(args) -> int:
         size = f"{nbytes / 1e6:.1f} MB" if nbytes else "-"
         src = i.file if i.installed else (i.url or "-")
         print(f"{i.id:28} {i.status:11} {size:>9}  {src}")
+    if problems:
+        print(f"\nfiles in {store.dir} that are not used:")
+        for f, why in problems:
+            print(f"  {f}: {why}")
     return 0
 
 
