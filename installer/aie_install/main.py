@@ -591,15 +591,16 @@ class Installer:
     def vendor_pyzmq(self, prof, cmd: list[str], r: dict) -> None:
         target = wheels.target_from_probe(r)
         vendor = prof.plugin_dir / doctor.VENDOR_DIR
+        index = wheels.pip_index_url(str(self.vpy) if self.vpy.exists() else None)
         try:
-            files = wheels.pypi_files("pyzmq")
+            files = wheels.pypi_files("pyzmq", index=index)
         except (urllib.error.URLError, OSError, ValueError) as e:
-            self.c.error(f"cannot ask PyPI for pyzmq wheels ({e}); GIMP's Python needs pyzmq: "
-                         f"{doctor.zmq_fix('other')}")
+            self.c.error(f"cannot ask the package index {index} for pyzmq wheels ({e}); GIMP's Python needs "
+                         f"pyzmq: {doctor.zmq_fix('other')}")
             return
         name = wheels.choose_wheel([f["filename"] for f in files], target)
         if not name:
-            self.c.error(f"no pyzmq wheel on PyPI fits GIMP's Python ({target}); install pyzmq for it by hand")
+            self.c.error(f"no pyzmq wheel on {index} fits GIMP's Python ({target}); install pyzmq for it by hand")
             return
         info = next(f for f in files if f["filename"] == name)
         cache = self.prefix / "cache"
