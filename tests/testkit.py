@@ -117,13 +117,17 @@ def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = 
                             env=env or serve_env(models_dir), start_new_session=True)
     b = Backend(endpoint, models_dir, log, proc)
     deadline = time.monotonic() + wait
-    with Client(endpoint) as c:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {proc.returncode}: "
-                                   f"{(tmp / 'serve-stderr.log').read_text()[-2000:]}")
-            if c.ping(timeout=0.5) is not None:
-                return b
+    try:
+        with Client(endpoint) as c:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"serve exited with {proc.returncode}: "
+                                       f"{(tmp / 'serve-stderr.log').read_text()[-2000:]}")
+                if c.ping(timeout=0.5) is not None:
+                    return b
+    except BaseException:
+        b.stop()          # never leave a backend behind
+        raise
     b.stop()
     raise RuntimeError("serve did not answer within %.0f s" % wait)
 

@@ -188,6 +188,33 @@ class Client:
                     "tcp://127.0.0.1:5589")
         return None
 
+    def _send(self, frames: list, timeout: float | None = None, *, must: bool = True) -> bool:
+        """Send without ever blocking on a dead or untrusted connection (a DEALER blocks while it
+        has no peer): wait for room up to ``timeout``, naming an untrusted listener at once.
+        ``must`` False: a heartbeat, dropped when there is no room."""
+        sock = self._socket()
+        if not must:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                return False
+        deadline = time.monotonic() + (self.idle_timeout if timeout is None else timeout)
+        while True:
+            if sock.poll(200, zmq.POLLOUT):
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    return True
+                except zmq.Again:       # the peer went away between the poll and the send
+                    pass
+            why = self.untrusted_listener()
+            if why:
+                self._reset()
+                raise ClientError(why, "untrusted")
+            if time.monotonic() >= deadline:
+                self._reset()
+                return False
+
     def _recv(self, job_id: str, timeout: float) -> P.Message | None:
         sock = self._socket()
         deadline = time.monotonic() + timeout
@@ -212,7 +239,8 @@ class Client:
         """Capabilities of the backend (models, devices, version), or None if nothing answers.
         Raises ClientError when a listener answers that is not a backend this client trusts."""
         job_id = "ping-" + uuid.uuid4().hex[:12]
-        self._socket().send_multipart(P.encode(P.new_header(P.MsgType.PING, job_id)))
+        if not self._send(P.encode(P.new_header(P.MsgType.PING, job_id)), timeout):
+            return None
         msg = self._recv(job_id, timeout)
         if msg is None:
             why = self.untrusted_listener()
@@ -300,12 +328,13 @@ class Client:
                           f"see its log {proc.log_path}")
 
     def cancel(self, job_id: str) -> None:
-        self._socket().send_multipart(P.encode(P.new_header(P.MsgType.CANCEL, job_id)))
+        self._send(P.encode(P.new_header(P.MsgType.CANCEL, job_id)), must=False)
 
     def shutdown(self, timeout: float = 5.0) -> dict | None:
         """Ask the backend to stop (only its owner's key may): the answer says what it cancels."""
         job_id = "shutdown-" + uuid.uuid4().hex[:8]
-        self._socket().send_multipart(P.shutdown_request(job_id))
+        if not self._send(P.shutdown_request(job_id), timeout):
+            return None
         msg = self._recv(job_id, timeout)
         if msg is None:
             return None
@@ -332,12 +361,14 @@ class Client:
         `idle_timeout` seconds, gives up with a ClientError (at once when a local backend's
         process is gone: a crash)."""
         job_id = job_id or uuid.uuid4().hex
-        sock = self._socket()
         extra = [("mask", mask[0], mask[1])] if mask is not None else []
-        sock.send_multipart(P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels,
-                                              scale=scale, tile=tile, roi=roi, options=options,
-                                              post=post, extra_inputs=extra, compress=self.compress()),
-                            copy=False)
+        request = P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels, scale=scale,
+                                    tile=tile, roi=roi, options=options, post=post, extra_inputs=extra,
+                                    compress=self.compress())
+        if not self._send(request):
+            raise ClientError(f"no backend took the job at {self.endpoint} within {self.idle_timeout:.0f} s; "
+                              "start it with `ai-enhance serve` or check AI_ENHANCE_ENDPOINT", "timeout")
+        sock = self._socket()
         last_seen = time.monotonic()
         last_turn = last_seen
         paused = 0.0
@@ -354,7 +385,7 @@ class Client:
                 self.cancel(job_id)
                 raise ClientError("cancelled", P.ErrorKind.CANCELLED.value)
             if now >= next_beat:
-                sock.send_multipart(P.encode(P.new_header(P.MsgType.HEARTBEAT, job_id)))
+                self._send(P.encode(P.new_header(P.MsgType.HEARTBEAT, job_id)), must=False)
                 next_beat = now + HEARTBEAT_S
             msg = self._recv(job_id, max(0.01, next_beat - now))
             if msg is None:
@@ -388,7 +419,7 @@ class Client:
                 for m, f in zip(h.get("masks", []), frames):
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
                 try:
-                    sock.send_multipart(P.received_request(job_id), zmq.NOBLOCK)
+                    self._send(P.received_request(job_id), must=False)
                 except zmq.ZMQError:
                     pass
                 return Result(spec_out, pixels_out, masks, h.get("info", {}))
