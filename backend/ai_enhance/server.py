@@ -725,6 +725,9 @@ class Server:
                                    max_frame_bytes=min(self.cfg.max_frame_bytes, P.MAX_FRAME_BYTES),
                                    compress=job.compress)
             size = f"{spec.width}x{spec.height}" if spec else "masks only"
+            wire = sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in reply[1:])
+            if wire < nbytes:
+                size += f" (deflated {nbytes / 1e6:.1f} -> {wire / 1e6:.1f} MB for the link)"
             log.info("job %s done in %.2f s -> %s", job.job_id, time.monotonic() - t0, size)
         except Cancelled:
             log.info("job %s cancelled (%s) after %.2f s", job.job_id, job.cancel_reason.value, time.monotonic() - t0)

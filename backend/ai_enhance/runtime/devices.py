@@ -197,6 +197,7 @@ class MemoryLimits:
     def to_json(self) -> dict:
         mb = (lambda x: None if x is None else x >> 20)  # noqa: E731
         return {"available_mb": mb(self.available), "limit_mb": mb(self.limit), "source": self.source(),
+                "host_mb": mb(self.host_available),
                 "cgroup": self.cgroup_kind, "cgroup_limit_mb": mb(self.cgroup_limit),
                 "rlimit_as_mb": mb(self.rlimit_as)}
 

@@ -95,6 +95,9 @@ class Client:
             return K.server_public(self.keys_dir, self.settings.server_key)
         except K.KeysError as e:
             raise ClientError(str(e), "auth") from None
+        except OSError as e:
+            raise ClientError(f"cannot read the keys in {self.keys_dir} ({e.strerror}); set AI_ENHANCE_KEYS "
+                              "to a private folder of yours", "auth") from None
 
     def _socket(self):
         if self._sock is None:
@@ -294,6 +297,14 @@ class Client:
             raise ClientError(f"no ai-enhance backend answers at {self.endpoint}; start it with "
                               "`ai-enhance serve` or check AI_ENHANCE_ENDPOINT")
         if not self.parsed.local:
+            # another machine: never started from here; it may be starting up, so keep asking
+            deadline = time.monotonic() + min(wait, 30.0)
+            while time.monotonic() < deadline:
+                if on_wait:
+                    on_wait("Waiting for the remote AI Enhance backend…")
+                caps = self.ping(timeout=1.5)
+                if caps is not None:
+                    return caps
             raise ClientError(f"no ai-enhance backend answers at {self.endpoint} (another machine: it is "
                               "not started from here); start `ai-enhance serve --listen ...` there, see docs/remote.md")
         cmd = self.settings.serve_command
