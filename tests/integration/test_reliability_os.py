@@ -359,7 +359,8 @@ def test_remote_backend_across_two_network_namespaces(two_namespaces, tiny_model
         print(json.dumps({{"ok": ok, "seconds": time.monotonic() - t0, "pid": caps["pid"]}}), flush=True)
     """)
     lap_env = dict(os.environ, PYTHONPATH=PYPATH, AI_ENHANCE_KEYS=str(laptop_keys),
-                   AI_ENHANCE_SERVER_KEY=K.server_public(server_keys).decode(), AI_ENHANCE_CONFIG=str(tmp_path / "none"))
+                   AI_ENHANCE_SERVER_KEY=K.server_public(server_keys).decode(), AI_ENHANCE_CONFIG=str(tmp_path / "none"),
+                   AI_ENHANCE_COMPRESS="1")     # a slow link: deflate large frames
     lap = subprocess.Popen(["ip", "netns", "exec", ns_laptop, sys.executable, "-c", code], env=lap_env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

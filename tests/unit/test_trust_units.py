@@ -285,3 +285,16 @@ def test_links_out_of_the_models_folder_are_refused(tmp_path):
     with pytest.raises(EnhanceError) as ei:
         store.resolve("realesrgan-x4plus")
     assert ei.value.kind.value == "model_corrupt" and "outside" in ei.value.message
+
+
+def test_compression_only_on_network_links_when_asked(monkeypatch):
+    from ai_enhance_client.client import Client
+
+    monkeypatch.delenv(S.ENV_COMPRESS, raising=False)
+    on = S.Settings(compress=True)
+    assert not Client("tcp://127.0.0.1:5588", settings=on).compress()          # loopback: never
+    assert not Client("ipc:///tmp/x/s", settings=on).compress()
+    assert Client("tcp://192.168.1.20:5588", settings=on).compress()
+    assert not Client("tcp://192.168.1.20:5588", settings=S.Settings()).compress()   # default: off
+    monkeypatch.setenv(S.ENV_COMPRESS, "1")
+    assert S.Settings.load().compress is True

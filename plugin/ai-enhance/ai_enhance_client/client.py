@@ -354,10 +354,13 @@ class Client:
         return msg.header
 
     def compress(self) -> bool:
-        """Deflate large frames: worth it on a network link, never on loopback or ipc://."""
+        """Deflate large frames: never on loopback or ipc://; on a network link when the settings
+        say so (``compress``, AI_ENHANCE_COMPRESS=1).  Measured (docs/security.md): photos shrink
+        ~1.4x at ~35 MB/s, so it pays only on links slower than ~8 MB/s (Wi-Fi, VPN), not on
+        gigabit Ethernet."""
         if self._compress is not None:
             return self._compress
-        return not self.parsed.loopback
+        return self.settings.compress and not self.parsed.loopback
 
     def enhance(self, *, op: str, spec: P.ImageSpec, pixels, model: str | None = None, scale: int = 1,
                 tile: int = 0, roi: P.Rect | None = None, options: dict | None = None,

@@ -23,6 +23,7 @@ ENV_CONFIG = "AI_ENHANCE_CONFIG"          # path of settings.json (tests, portab
 ENV_SERVE_COMMAND = "AI_ENHANCE_SERVE_COMMAND"  # JSON list, overrides the settings file
 ENV_KEYS = "AI_ENHANCE_KEYS"
 ENV_SERVER_KEY = "AI_ENHANCE_SERVER_KEY"
+ENV_COMPRESS = "AI_ENHANCE_COMPRESS"      # 1/0: deflate large frames on a network link
 APP = "ai-enhance"
 #: The settings file the installer puts beside ai-enhance.py in each GIMP profile.
 PLUGIN_SETTINGS = "ai-enhance-settings.json"
@@ -67,6 +68,7 @@ class Settings:
     keys_dir: str | None = None          # None: AI_ENHANCE_KEYS or <config dir>/keys
     server_key: str | None = None        # a REMOTE backend's public key (Z85)
     installation: str | None = None      # the installation whose backend this client expects
+    compress: bool = False               # deflate large frames on a network link (slow links only)
 
     @classmethod
     def load(cls) -> "Settings":
@@ -86,6 +88,8 @@ class Settings:
             for key in ("server_key", "installation"):
                 if key in data:
                     setattr(s, key, data[key] if isinstance(data[key], str) and data[key] else None)
+            if isinstance(data.get("compress"), bool):
+                s.compress = data["compress"]
         if os.environ.get(ENV_ENDPOINT):
             s.endpoint, s.source = os.environ[ENV_ENDPOINT], ENV_ENDPOINT
         if os.environ.get(ENV_SERVE_COMMAND):
@@ -101,6 +105,10 @@ class Settings:
             s.keys_dir = os.environ[ENV_KEYS]
         if os.environ.get(ENV_SERVER_KEY):
             s.server_key = os.environ[ENV_SERVER_KEY]
+        if os.environ.get(ENV_COMPRESS, "").lower() in ("1", "on", "yes", "true"):
+            s.compress = True
+        elif os.environ.get(ENV_COMPRESS, "").lower() in ("0", "off", "no", "false"):
+            s.compress = False
         return s
 
     def keys_path(self) -> Path:
