@@ -451,3 +451,40 @@ def test_cli_refuses_to_overwrite_the_input_before_any_job(backend, tmp_path):
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert cv2.imread(str(other)).shape == (32, 32, 3)
+
+
+def test_a_paused_client_does_not_blame_the_backend(tiny_models_dir, tmp_path):
+    """SIGSTOP the client mid-job past the backend's client timeout: on SIGCONT it says that IT
+    was paused (the backend rightly gave the job up), not that the backend stopped answering."""
+    b = start_serve(tiny_models_dir, tmp_path, "--client-timeout", "3")
+    code = (
+        "import sys, numpy as np\n"
+        f"sys.path[:0] = [{str(tmp_path)!r}]\n"
+        "from ai_enhance_client import protocol as P\n"
+        "from ai_enhance_client.client import Client, ClientError\n"
+        "img = np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8)\n"
+        "started = []\n"
+        "def prog(f, t):\n"
+        "    if not started:\n"
+        "        started.append(1); print('RUNNING', flush=True)\n"
+        "try:\n"
+        f"    with Client({b.endpoint!r}) as c:\n"
+        "        c.enhance(op='upscale', model='realesrgan-x4plus', scale=4, tile=32, on_progress=prog,\n"
+        "                  spec=P.ImageSpec(512, 512, 3, P.DType.U8), pixels=img.tobytes())\n"
+        "    print('DONE')\n"
+        "except ClientError as e:\n"
+        "    print('ERROR', e.kind, e)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "RUNNING"
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(8)
+        p.send_signal(signal.SIGCONT)
+        out = p.communicate(timeout=60)[0]
+        assert out.startswith("ERROR client_gone") and "this program was paused" in out, out
+        assert "stopped answering" not in out
+        with Client(b.endpoint) as c:
+            assert c.ping() is not None
+    finally:
+        p.kill()
+        b.stop()

@@ -204,6 +204,7 @@ OTHER = "aie-other"
 def other_user():
     if not ROOT or not shutil.which("useradd") or not shutil.which("setpriv"):
         pytest.skip("needs root, useradd and setpriv to act as a second OS user")
+    created = False
     try:
         pw = pwd.getpwnam(OTHER)
     except KeyError:
@@ -212,7 +213,10 @@ def other_user():
         if r.returncode != 0:
             pytest.skip(f"cannot create a second user ({r.stderr.strip()})")
         pw = pwd.getpwnam(OTHER)
-    return pw
+        created = True
+    yield pw
+    if created:
+        subprocess.run(["userdel", OTHER], capture_output=True)
 
 
 def _as_other(pw, code: str, home: Path | None = None, env: dict | None = None, timeout=120, wait=True):
