@@ -298,3 +298,25 @@ def test_compression_only_on_network_links_when_asked(monkeypatch):
     assert not Client("tcp://192.168.1.20:5588", settings=S.Settings()).compress()   # default: off
     monkeypatch.setenv(S.ENV_COMPRESS, "1")
     assert S.Settings.load().compress is True
+
+
+def test_concurrent_first_use_ends_with_one_key_pair(tmp_path):
+    """GIMP and the CLI creating the keys at the same moment must agree on one pair."""
+    import threading
+
+    d = tmp_path / "k"
+    seen, errors = [], []
+
+    def first_use():
+        try:
+            seen.append((K.client_pair(d), K.server_public(d)))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors, errors
+    assert len({s for s in seen}) == 1
+    assert seen[0][0] == K.read_pair(d, "client") and seen[0][1] == K.read_key_file(d / "server.key").public
+    assert not list(d.glob(".*tmp"))

@@ -71,6 +71,7 @@ class Client:
         self._monitor = None
         self._events: list[tuple[int, int]] = []
         self._ep: Endpoint | None = None
+        self._ack_pending = False
         self.backend: dict = {}          # pid, log, cgroup facts of the backend that answered
 
     # ------------------------------------------------------------------ plumbing
@@ -142,8 +143,10 @@ class Client:
                     pass
                 self._monitor.close(0)
                 self._monitor = None
-            self._sock.close(0)
+            # a `received` just sent must still reach the backend (it frees the result's bound)
+            self._sock.close(linger=500 if self._ack_pending else 0)
             self._sock = None
+            self._ack_pending = False
 
     def __enter__(self):
         return self
@@ -433,7 +436,7 @@ class Client:
                 for m, f in zip(h.get("masks", []), frames):
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
                 try:
-                    self._send(P.received_request(job_id), must=False)
+                    self._ack_pending = self._send(P.received_request(job_id), must=False) or self._ack_pending
                 except zmq.ZMQError:
                     pass
                 return Result(spec_out, pixels_out, masks, h.get("info", {}))

@@ -106,21 +106,38 @@ def _private_dir(folder: Path) -> None:
         os.chmod(folder, 0o700)
 
 
-def _write_private(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def _write_private(path: Path, text: str, mode: int, replace: bool = True) -> bool:
+    """Write ``path`` atomically with ``mode``.  ``replace`` False: never replace an existing file
+    (two first uses at once, e.g. GIMP and the CLI, must not end with two different keys): returns
+    False when another writer won."""
+    import secrets
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(text)
         if os.name != "nt":
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)          # atomic, and fails when the file exists
+            return True
+        except FileExistsError:
+            return False
+        except OSError:                 # no hard links here (FAT, some network shares)
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+            return True
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
 
 
 def _cert_text(public: bytes, secret: bytes | None, what: str) -> str:
@@ -159,6 +176,8 @@ def _check_secret_file(path: Path) -> None:
 
 
 def write_pair(folder: Path, name: str) -> KeyPair:
+    """Create the pair ``name`` unless it exists; returns the pair that is there afterwards (ours,
+    or the one a concurrent first use wrote a moment earlier)."""
     import zmq
 
     if not zmq.has("curve"):
@@ -166,9 +185,16 @@ def write_pair(folder: Path, name: str) -> KeyPair:
                         "(pip install pyzmq) or a libzmq built with libsodium")
     public, secret = zmq.curve_keypair()
     _private_dir(folder)
-    _write_private(folder / f"{name}.key_secret", _cert_text(public, secret, name), 0o600)
-    _write_private(folder / f"{name}.key", _cert_text(public, None, name), 0o644)
-    return KeyPair(public, secret)
+    _write_private(folder / f"{name}.key_secret", _cert_text(public, secret, name), 0o600, replace=False)
+    pair = read_pair(folder, name)
+    _write_public(folder, name, pair.public)
+    return pair
+
+
+def _write_public(folder: Path, name: str, public: bytes) -> None:
+    path = folder / f"{name}.key"
+    if not path.is_file():
+        _write_private(path, _cert_text(public, None, name), 0o644, replace=False)
 
 
 def read_pair(folder: Path, name: str) -> KeyPair:
@@ -188,6 +214,8 @@ def ensure(folder: Path | None = None) -> Path:
     for name in (CLIENT, SERVER):
         if not (folder / f"{name}.key_secret").is_file():
             write_pair(folder, name)
+        elif not (folder / f"{name}.key").is_file():
+            _write_public(folder, name, read_pair(folder, name).public)
     (folder / ALLOWED).mkdir(exist_ok=True, mode=0o700)
     return folder
 
@@ -217,6 +245,8 @@ def server_public(folder: Path | None = None, configured: str | None = None, cre
     folder = folder or keys_dir()
     path = folder / f"{SERVER}.key"
     if not path.is_file():
+        if (folder / f"{SERVER}.key_secret").is_file():      # being written right now
+            return read_key_file(folder / f"{SERVER}.key_secret").public
         if not create:
             raise KeysError(f"no backend key in {folder}; run `ai-enhance keys init`, or for a remote "
                             f"backend set {ENV_SERVER_KEY} to its `ai-enhance keys server-key`")
