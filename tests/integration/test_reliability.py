@@ -488,3 +488,32 @@ def test_a_paused_client_does_not_blame_the_backend(tiny_models_dir, tmp_path):
     finally:
         p.kill()
         b.stop()
+
+
+def test_a_backend_of_another_installation_is_refused_and_named(backend, tmp_path):
+    """The settings say which installation's backend this client expects (the installer writes
+    it); one of another installation answering on the port is refused with its pid and how to
+    stop it, never used."""
+    from ai_enhance_client.settings import Settings
+
+    other = tmp_path / "other-install" / "venv"
+    other.mkdir(parents=True)
+    s = Settings(endpoint=backend.endpoint, serve_command=["x"], installation=str(other))
+    with Client(backend.endpoint, settings=s) as c:
+        with pytest.raises(ClientError) as ei:
+            c.ensure_backend(wait=5)
+    msg = str(ei.value)
+    assert ei.value.kind == "identity" and f"pid {backend.proc.pid}" in msg and "another installation" in msg
+    assert "ai-enhance stop --endpoint" in msg and str(other) in msg
+    # the CLI says the same in one line and writes nothing
+    cfg = tmp_path / "settings.json"
+    cfg.write_text(json.dumps({"endpoint": backend.endpoint, "installation": str(other)}))
+    env = dict(os.environ, AI_ENHANCE_CONFIG=str(cfg))
+    env.pop("AI_ENHANCE_ENDPOINT", None)
+    r = subprocess.run([*CLI, "enhance", "-o", str(tmp_path / "o.png"), "--model", "nearest-x4"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "another installation" in r.stderr and not (tmp_path / "o.png").exists()
+    # the right installation is accepted
+    s.installation = os.path.realpath(sys.prefix)
+    with Client(backend.endpoint, settings=s) as c:
+        assert c.ensure_backend(wait=5)["pid"] == backend.proc.pid
