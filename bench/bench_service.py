@@ -55,7 +55,7 @@ def cold_warm(models_dir: Path, model: str, reps: int, tmp: Path) -> dict:
                AI_ENHANCE_CONFIG=str(tmp / "none.json"),
                AI_ENHANCE_SERVE_COMMAND=json.dumps([sys.executable, "-m", "ai_enhance", "serve",
                                                     "--log-file", str(tmp / "serve.log")]))
-    cmd = [sys.executable, "-m", "ai_enhance", "enhance", "-o", str(tmp / "o.png"), "--model", model, "-q"]
+    cmd = [sys.executable, "-m", "ai_enhance", "enhance", "-o", str(tmp / "o.png"), "--model", model, "-q", "--overwrite"]
     times = []
     try:
         for i in range(reps + 1):

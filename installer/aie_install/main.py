@@ -760,7 +760,7 @@ class Installer:
         self.m.save()
         out = out_dir / f"sample-{model}.png"
         t0 = time.monotonic()
-        p = subprocess.run([str(self.exe), "enhance", "-o", str(out), "--model", model],
+        p = subprocess.run([str(self.exe), "enhance", "-o", str(out), "--model", model, "--overwrite"],
                            stdin=subprocess.DEVNULL, text=True, errors="replace",
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in p.stdout.splitlines()[-5:]:
