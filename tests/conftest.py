@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Models run on torch in the tests (and in the backends they start): converting a model for
 # OpenVINO, the default on CPUs, takes seconds to minutes; tests of that path ask for it.
 os.environ.setdefault("AI_ENHANCE_RUNTIME", "torch")
+# Every backend and client of the suite authenticates with CURVE keys from one private folder of
+# the session (created at first use), never the keys of the user running the tests.
+os.environ.setdefault("AI_ENHANCE_KEYS", tempfile.mkdtemp(prefix="aie-test-keys-"))
 from testkit import (Backend, free_port, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
                      start_serve)
 

@@ -117,15 +117,37 @@ def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = 
                             env=env or serve_env(models_dir), start_new_session=True)
     b = Backend(endpoint, models_dir, log, proc)
     deadline = time.monotonic() + wait
-    with Client(endpoint) as c:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {proc.returncode}: "
-                                   f"{(tmp / 'serve-stderr.log').read_text()[-2000:]}")
-            if c.ping(timeout=0.5) is not None:
-                return b
+    try:
+        with Client(endpoint) as c:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"serve exited with {proc.returncode}: "
+                                       f"{(tmp / 'serve-stderr.log').read_text()[-2000:]}")
+                if c.ping(timeout=0.5) is not None:
+                    return b
+    except BaseException:
+        b.stop()          # never leave a backend behind
+        raise
     b.stop()
     raise RuntimeError("serve did not answer within %.0f s" % wait)
+
+
+def curve_dealer(endpoint: str, ctx=None, keys_dir=None):
+    """A raw DEALER socket that authenticates like the real client (the session's keys): for
+    tests that send hand-made frames to a backend."""
+    import zmq
+    from ai_enhance_client import keys as K
+
+    ctx = ctx or zmq.Context.instance()
+    folder = Path(keys_dir) if keys_dir else K.keys_dir()
+    pair = K.client_pair(folder)
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.curve_serverkey = K.server_public(folder)
+    s.curve_publickey = pair.public
+    s.curve_secretkey = pair.secret
+    s.connect(endpoint)
+    return s
 
 
 def have_exe(name: str) -> bool:

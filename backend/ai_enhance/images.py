@@ -1,5 +1,9 @@
 """Reading and writing image files for the CLI: PNG, JPEG, TIFF; 8/16-bit and float kept as they
-are (no hidden 8-bit round trip).  Arrays are HWC in RGB(A) order (or HW1 gray)."""
+are (no hidden 8-bit round trip).  Arrays are HWC in RGB(A) order (or HW1 gray).
+
+The output is checked BEFORE any job runs (``check_output``: extension, not the input, no
+existing file without ``overwrite``, a writable folder); the file is encoded in memory and written
+by Python, so a full disk is reported as a full disk."""
 from __future__ import annotations
 
 import errno
@@ -9,8 +13,53 @@ from pathlib import Path
 import numpy as np
 
 
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
 class ImageFileError(Exception):
     """Unreadable or unwritable image file; one line with what to do."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> Path:
+    """Refuse an output file that could not be written, or would destroy something, before the
+    job runs: a wrong extension, one of the ``inputs`` themselves (never, even with
+    ``overwrite``), an existing file without ``overwrite``, a folder that is not writable."""
+    p = Path(path)
+    if p.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ImageFileError(f"cannot write {p}: use a .png, .jpg or .tif file name")
+    for src in inputs:
+        if src is not None and _same_file(Path(src), p):
+            raise ImageFileError(f"the output {p} is the input file itself; choose another name "
+                                 "(the original is never overwritten)")
+    if p.is_dir():
+        raise ImageFileError(f"{p} is a folder; give a file name such as {p / 'result.png'}")
+    if p.exists() and not overwrite:
+        raise ImageFileError(f"{p} already exists; pass --overwrite to replace it, or choose another name")
+    folder = p.parent if str(p.parent) else Path(".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ImageFileError(f"cannot write into {folder}: permission denied; choose a folder of yours")
+    return p
+
+
+def frame_count(path: str | os.PathLike) -> int:
+    """Frames (pages) in an image file: animated GIF, multi-page TIFF; 1 when unknown."""
+    cv2 = _cv2()
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except Exception:  # noqa: BLE001 - a format imcount does not know: one frame
+        return 1
 
 
 def _cv2():
@@ -62,18 +111,33 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
             out = out[:, :, :3]
     elif ext == ".png" and out.dtype == np.float32:
         out = np.clip(np.rint(out * 65535.0), 0, 65535).astype(np.uint16)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ImageFileError(_write_problem(p, e)) from None
+    ok, data = cv2.imencode(ext, np.ascontiguousarray(out))
+    if not ok:
+        raise ImageFileError(f"cannot encode the result as {ext}; use .png or .tif")
     tmp = p.with_name(p.name + ".part" + ext)
     try:
-        ok = cv2.imwrite(str(tmp), np.ascontiguousarray(out))
-        if not ok:
-            raise ImageFileError(f"cannot write {p}; check the folder exists and is writable")
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
-            raise ImageFileError(f"disk full while writing {p}; free some space and try again") from None
-        raise ImageFileError(f"cannot write {p}: {e.strerror}") from None
-    except ImageFileError:
-        tmp.unlink(missing_ok=True)
-        raise
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ImageFileError(_write_problem(p, e)) from None
+
+
+def _write_problem(p: Path, e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full while writing {p}; free some space (or choose another disk) and try again"
+    if e.errno == errno.EROFS:
+        return f"cannot write {p}: the disk is read-only; choose another folder"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {p}: permission denied; choose a folder of yours"
+    return f"cannot write {p}: {e.strerror or e}; check the folder exists and is writable"

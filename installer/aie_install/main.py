@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 BACKEND = REPO / "backend" / "ai_enhance"
 PLUGIN_SRC = REPO / "plugin" / "ai-enhance"
 MIN_PY = (3, 11)
+#: Keys copied into the plug-in folder of a sandboxed GIMP (Flatpak, Snap), whose HOME/XDG
+#: folders are not the user's: the profile is the one place both sides surely see.
+PLUGIN_KEYS = "keys"
 UPSCALE_PREFERENCE = ("realesrgan-x4plus", "realesr-general-x4v3", "realesr-animevideov3", "realesrgan-x2plus")
 
 
@@ -171,7 +174,8 @@ def plugin_sources() -> list[Path]:
     for p in sorted(PLUGIN_SRC.rglob("*")):
         rel = p.relative_to(PLUGIN_SRC)
         if p.is_file() and "__pycache__" not in rel.parts and p.suffix != ".pyc" \
-                and rel.parts[0] != doctor.VENDOR_DIR:
+                and rel.parts[0] not in (doctor.VENDOR_DIR, PLUGIN_KEYS) \
+                and rel.name != settings_mod.PLUGIN_SETTINGS:
             out.append(rel)
     return out
 
@@ -587,15 +591,16 @@ class Installer:
     def vendor_pyzmq(self, prof, cmd: list[str], r: dict) -> None:
         target = wheels.target_from_probe(r)
         vendor = prof.plugin_dir / doctor.VENDOR_DIR
+        index = wheels.pip_index_url(str(self.vpy) if self.vpy.exists() else None)
         try:
-            files = wheels.pypi_files("pyzmq")
+            files = wheels.pypi_files("pyzmq", index=index)
         except (urllib.error.URLError, OSError, ValueError) as e:
-            self.c.error(f"cannot ask PyPI for pyzmq wheels ({e}); GIMP's Python needs pyzmq: "
-                         f"{doctor.zmq_fix('other')}")
+            self.c.error(f"cannot ask the package index {index} for pyzmq wheels ({e}); GIMP's Python needs "
+                         f"pyzmq: {doctor.zmq_fix('other')}")
             return
         name = wheels.choose_wheel([f["filename"] for f in files], target)
         if not name:
-            self.c.error(f"no pyzmq wheel on PyPI fits GIMP's Python ({target}); install pyzmq for it by hand")
+            self.c.error(f"no pyzmq wheel on {index} fits GIMP's Python ({target}); install pyzmq for it by hand")
             return
         info = next(f for f in files if f["filename"] == name)
         cache = self.prefix / "cache"
@@ -626,8 +631,16 @@ class Installer:
             cmd += ["--models-dir", str(self.models_dir)]
         return cmd
 
+    def installation_id(self) -> str:
+        """What the backend of this installation reports as its installation (its venv)."""
+        return os.path.realpath(self.venv)
+
+    def keys_dir(self) -> Path:
+        env = os.environ.get(settings_mod.ENV_KEYS)
+        return Path(env).expanduser() if env else settings_mod.config_dir() / "keys"
+
     def step_settings(self) -> None:
-        self.c.step("Settings the plug-in reads")
+        self.c.step("Settings and keys the plug-in reads")
         path = settings_mod.settings_path()
         current = None
         try:
@@ -637,7 +650,8 @@ class Installer:
         endpoint = self.a.endpoint or (current.get("endpoint") if isinstance(current, dict)
                                        and isinstance(current.get("endpoint"), str) and current.get("endpoint")
                                        else settings_mod.DEFAULT_ENDPOINT)
-        want = {"endpoint": endpoint, "serve_command": self.serve_command()}
+        want = {"endpoint": endpoint, "serve_command": self.serve_command(),
+                "installation": self.installation_id()}
         if isinstance(current, dict) and {k: current.get(k) for k in want} == want:
             self.c.ok(f"{path} up to date")
         else:
@@ -647,12 +661,59 @@ class Installer:
                 self.m.add_file(path)
             self.m.mkdirs(path.parent)
             self.m.save()
-            settings_mod.save(endpoint, want["serve_command"], path)
+            settings_mod.save(endpoint, want["serve_command"], path, installation=want["installation"])
             self.c.ok(f"{path}: endpoint {endpoint}, starts `{' '.join(want['serve_command'])}`")
             self.changed += 1
         # the backend's own log folder appears at its first start: removed at uninstall too
         self.m.add_runtime(paths.state_dir())
         self.m.save()
+        self.step_keys()
+        for prof in self.installed_profiles:
+            self.plugin_settings(prof, want)
+
+    def step_keys(self) -> None:
+        """The CURVE key pairs of this user (client and backend), created once, 0700/0600."""
+        kd = self.keys_dir()
+        if (kd / "client.key_secret").is_file() and (kd / "server.key_secret").is_file():
+            self.c.ok(f"keys in {kd} (kept)")
+            return
+        if not kd.exists():
+            self.m.mkdirs(kd.parent)
+            self.m.add_tree(kd)
+            self.m.save()
+        run([self.exe, "keys", "init"], self.c, capture=True, what="creating the CURVE keys",
+            env=dict(os.environ, **{settings_mod.ENV_KEYS: str(kd)}))
+        self.c.ok(f"keys created in {kd} (folder 0700, secrets 0600): only this user's clients may use "
+                  "the backend")
+        self.changed += 1
+
+    def plugin_settings(self, prof, want: dict) -> None:
+        """The plug-in's own settings file in the GIMP profile: a sandboxed GIMP (Flatpak, Snap)
+        reads neither ~/.config/ai-enhance nor the keys there, so it gets a copy of this user's
+        client keys in its plug-in folder; a native GIMP is pointed at the user's keys folder."""
+        dest = prof.plugin_dir / settings_mod.PLUGIN_SETTINGS
+        data = dict(want)
+        sandboxed = prof.kind in ("flatpak", "snap")
+        kd = self.keys_dir()
+        if sandboxed:
+            kcopy = prof.plugin_dir / PLUGIN_KEYS
+            kcopy.mkdir(mode=0o700, exist_ok=True)
+            for name, mode in (("client.key", 0o644), ("client.key_secret", 0o600), ("server.key", 0o644)):
+                src, dst = kd / name, kcopy / name
+                if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+                    dst.write_bytes(src.read_bytes())
+                if dst.exists() and os.name != "nt":
+                    dst.chmod(mode)
+            data["keys_dir"] = PLUGIN_KEYS
+        else:
+            data["keys_dir"] = str(kd)
+        text = json.dumps(data, indent=2)
+        if dest.is_file() and dest.read_text("utf-8") == text:
+            return
+        dest.write_text(text, "utf-8")
+        self.c.ok(f"{dest}: the plug-in's settings" + (" and a copy of the client keys (sandboxed GIMP)"
+                                                        if sandboxed else ""))
+        self.changed += 1
 
     # ------------------------------------------------------------------ doctor, demo
     def doctor_cmd(self) -> list[str]:
@@ -699,7 +760,7 @@ class Installer:
         self.m.save()
         out = out_dir / f"sample-{model}.png"
         t0 = time.monotonic()
-        p = subprocess.run([str(self.exe), "enhance", "-o", str(out), "--model", model],
+        p = subprocess.run([str(self.exe), "enhance", "-o", str(out), "--model", model, "--overwrite"],
                            stdin=subprocess.DEVNULL, text=True, errors="replace",
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in p.stdout.splitlines()[-5:]:
@@ -754,28 +815,46 @@ class Installer:
 
     def stop_backend(self) -> None:
         """Stop a backend still running from the venv about to be deleted (found by a ping to
-        the endpoint of the settings; only a process whose command line lies in that venv)."""
+        the endpoint of the settings; only one whose installation is this venv), gracefully with
+        `ai-enhance stop`, then by signal; wait until it is gone."""
         if not self.vpy.exists():
             return
         code = ("import json\nfrom ai_enhance_client.client import Client\n"
-                "with Client() as c:\n    caps = c.ping(timeout=2.0)\n"
-                "print(json.dumps({'pid': (caps or {}).get('pid')}))")
-        info = py_json(self.vpy, code)
-        pid = info and info.get("pid")
+                "try:\n    c = Client()\n    caps = c.ping(timeout=2.0) or {}\n    c.close()\n"
+                "except Exception:\n    caps = {}\n"
+                "print(json.dumps({'pid': caps.get('pid'), 'installation': caps.get('installation')}))")
+        info = py_json(self.vpy, code) or {}
+        pid = info.get("pid")
         if not pid:
             return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            cmdline = None
-        if cmdline is not None and str(self.venv) not in cmdline:
+        mine = info.get("installation")
+        if mine and os.path.realpath(mine) != self.installation_id():
             return      # another installation's backend: not ours to stop
+        if not mine:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+                if str(self.venv) not in cmdline:
+                    return
+            except OSError:
+                pass
+        subprocess.run([str(self.exe), "stop", "--wait", "15"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
         import signal
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-            self.c.info(f"stopped the running backend (pid {pid})")
-        except OSError:
-            pass
+        for sig, wait in ((None, 0.0), (signal.SIGTERM, 10.0), (getattr(signal, "SIGKILL", signal.SIGTERM), 5.0)):
+            if sig is not None:
+                try:
+                    os.kill(int(pid), sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + wait
+            while True:
+                if not _pid_alive(int(pid)):
+                    self.c.info(f"stopped the running backend (pid {pid})")
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+        self.c.warn(f"the backend (pid {pid}) is still running; stop it with `kill {pid}`")
 
     def uninstall(self) -> int:
         self.c.step(f"Uninstalling (manifest {self.m.path})")
@@ -791,6 +870,20 @@ class Installer:
             self.c.info(f"left in place: {s['what']} (undo with `{s['undo']}` if nothing else needs it)")
         self.c.ok("uninstalled" + (f"; kept {len(kept)} path(s)" if kept else ""))
         return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:     # a zombie (our own child) counts as gone
+        st = Path(f"/proc/{pid}/stat").read_text()
+        return st[st.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:

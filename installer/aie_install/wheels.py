@@ -1,20 +1,28 @@
 """pyzmq for a GIMP that bundles its own Python (Windows, macOS, Flatpak, Snap).
 
 Such a Python has no pip we may use, so the installer picks the pyzmq wheel matching that Python
-(version, ABI, platform), downloads it from PyPI with its published sha256 and unpacks it into
-the plug-in's `vendor/` folder, which the plug-in puts on sys.path.  The tag selection is a pure
-function of the wheel file names and of what GIMP's Python reported about itself."""
+(version, ABI, platform), downloads it with its published sha256 from the package index the
+user's pip is configured with (PIP_INDEX_URL, `pip config`, else pip's own default index: the
+repository names no index host) and unpacks it into the plug-in's `vendor/` folder, which the
+plug-in puts on sys.path.  The index is read through the standard "simple" API (PEP 691 JSON,
+else PEP 503 HTML), which every index and mirror serves.  The tag selection is a pure function of
+the wheel file names and of what GIMP's Python reported about itself."""
 from __future__ import annotations
 
+import html.parser
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-PYPI_JSON = "https://pypi.org/pypi/{name}/json"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<ver>[^-]+)(?:-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)"
                        r"-(?P<plat>[^-]+)\.whl$")
@@ -143,14 +151,96 @@ def choose_wheel(filenames: list[str], t: Target) -> str | None:
     return best[2] if best else None
 
 
-def pypi_files(name: str, version: str | None = None, timeout: float = 30.0) -> list[dict]:
-    """[{filename, url, sha256}] of a release on PyPI (the latest when version is None)."""
-    url = PYPI_JSON.format(name=name) if version is None else f"https://pypi.org/pypi/{name}/{version}/json"
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}),
-                                timeout=timeout) as r:
-        data = json.load(r)
-    return [{"filename": u["filename"], "url": u["url"], "sha256": u.get("digests", {}).get("sha256")}
-            for u in data.get("urls", []) if u.get("packagetype") == "bdist_wheel"]
+def pip_index_url(python: str | None = None, env: dict | None = None, run=subprocess.run) -> str | None:
+    """The package index the user's pip uses: PIP_INDEX_URL, else `pip config list`'s
+    index-url (global/user/site files), else pip's own default; None when no pip is there."""
+    env = os.environ if env is None else env
+    if env.get("PIP_INDEX_URL"):
+        return env["PIP_INDEX_URL"].split()[0]
+    py = python or sys.executable
+    try:
+        p = run([py, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL)
+        for line in (p.stdout or "").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().endswith(".index-url") and value.strip():
+                return value.strip().strip("'\"").split()[0]
+        p = run([py, "-c", "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"],
+                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        url = (p.stdout or "").strip()
+        return url or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data):
+        if self._href is not None and data.strip():
+            self.links.append((data.strip(), self._href))
+            self._href = None
+
+
+def parse_simple_page(body: bytes, content_type: str, base: str) -> list[dict]:
+    """[{filename, url, sha256}] of a project page of a simple index (JSON or HTML)."""
+    out = []
+    if "json" in content_type:
+        data = json.loads(body)
+        for f in data.get("files", []):
+            out.append({"filename": f["filename"], "url": urllib.parse.urljoin(base, f["url"]),
+                        "sha256": (f.get("hashes") or {}).get("sha256")})
+        return out
+    parser = _Links()
+    parser.feed(body.decode("utf-8", "replace"))
+    for name, href in parser.links:
+        url, _, frag = href.partition("#")
+        sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
+        out.append({"filename": name, "url": urllib.parse.urljoin(base, url), "sha256": sha})
+    return out
+
+
+def _version_key(v: str) -> tuple:
+    parts = []
+    for x in re.split(r"[.+-]", v):
+        parts.append((0, int(x)) if x.isdigit() else (-1, x))
+    return tuple(parts)
+
+
+def newest_release(files: list[dict], version: str | None = None) -> list[dict]:
+    """The wheels of ``version`` (the newest final release when None) among an index's files."""
+    wheels = []
+    for f in files:
+        m = _WHEEL_RE.match(f["filename"])
+        if m and f.get("sha256"):
+            wheels.append((m["ver"], f))
+    if version is None:
+        finals = [v for v, _ in wheels if re.fullmatch(r"[0-9.]+", v)]
+        if not finals:
+            return []
+        version = max(finals, key=_version_key)
+    return [f for v, f in wheels if v == version]
+
+
+def pypi_files(name: str, version: str | None = None, timeout: float = 30.0,
+               index: str | None = None) -> list[dict]:
+    """[{filename, url, sha256}] of the wheels of a release (the newest when version is None) on
+    the user's package index (``index``, else ``pip_index_url()``)."""
+    index = index or pip_index_url()
+    if not index:
+        raise ValueError("no package index known: set PIP_INDEX_URL or install pip")
+    url = index.rstrip("/") + "/" + re.sub(r"[-_.]+", "-", name).lower() + "/"
+    req = urllib.request.Request(url, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body, ctype, final = r.read(), r.headers.get("Content-Type", ""), r.geturl()
+    return newest_release(parse_simple_page(body, ctype, final), version)
 
 
 def unpack_wheel(wheel: Path, dest: Path) -> list[str]:

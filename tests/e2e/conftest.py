@@ -167,6 +167,7 @@ class Gimp:
             home = work / "home"
             (home / ".config").mkdir(parents=True)
             (work / "tmp").mkdir()
+            _copy_keys(work / "keys")       # the plug-in authenticates with the session's keys
             if install:
                 # a copy of the session's profile (plug-in installed, plug-ins already queried);
                 # copy2 keeps the mtimes, so GIMP sees nothing new and skips its ~12 s re-query
@@ -189,6 +190,7 @@ class Gimp:
                 "HOME": f"{inside}/home", "XDG_CONFIG_HOME": f"{inside}/home/.config",
                 "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": f"{inside}/tmp",
                 "GIMP3_DIRECTORY": self._inside(profile),
+                "AI_ENHANCE_KEYS": f"{inside}/keys",
                 "AI_ENHANCE_CONFIG": f"{inside}/home/no-settings.json",
                 "AI_ENHANCE_E2E_OUT": f"{inside}/out.json",
                 "AI_ENHANCE_E2E_PARAMS": f"{inside}/params.json",
@@ -229,6 +231,19 @@ class Gimp:
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
+
+
+def _copy_keys(dest: Path) -> None:
+    """This session's CURVE client pair and backend public key (AI_ENHANCE_KEYS, set by
+    tests/conftest.py), copied where the chrooted GIMP can read them, 0700/0600 as the plug-in
+    expects."""
+    from ai_enhance_client import keys as K
+
+    src = K.ensure(K.keys_dir())
+    dest.mkdir(mode=0o700)
+    for name, mode in (("client.key", 0o644), ("client.key_secret", 0o600), ("server.key", 0o644)):
+        (dest / name).write_bytes((src / name).read_bytes())
+        (dest / name).chmod(mode)
 
 
 def _gimp_for(label: str, env_var: str, default: str | None) -> Gimp:
@@ -295,7 +310,10 @@ def faces_backend(tmp_path_factory):
         pytest.skip(f"real face detector {DETECTOR_FILE} not found: set AI_ENHANCE_MODELS_DIR to a "
                     "folder holding it (CI: ../shared/weights)")
     d = tmp_path_factory.mktemp("e2e-face-models")
-    os.symlink(det, d / DETECTOR_FILE)
+    try:    # a hard link or a copy: a symlink out of the models folder is refused (issue 14)
+        os.link(det, d / DETECTOR_FILE)
+    except OSError:
+        shutil.copyfile(det, d / DETECTOR_FILE)
     _tiny_restoreformer(d / "tiny-restoreformer.pth")
     b = start_serve(d, tmp_path_factory.mktemp("e2e-faces-serve"))
     yield b

@@ -17,7 +17,41 @@ set -euo pipefail
 
 root=${1:?usage: ensure_gimp_root.sh ROOT [trixie|sid]}
 suite=${2:-${AI_ENHANCE_GIMP_SUITE:-trixie}}
-mirror=${AI_ENHANCE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror: AI_ENHANCE_DEBIAN_MIRROR, else the first Debian archive the machine's own apt
+# sources use (one-line .list files and deb822 .sources files; security and updates suites
+# skipped).  The repository names no package host of its own.
+apt_etc=${AI_ENHANCE_APT_ETC:-/etc/apt}     # tests point this at fake sources
+apt_mirror() {
+    local f
+    {
+        for f in "$apt_etc"/sources.list "$apt_etc"/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                               if ($(i+1) !~ /-(security|updates|backports)$/ && $0 ~ / main( |$)/) print $i }' "$f"
+        done
+        for f in "$apt_etc"/sources.list.d/*.sources; do
+            [ -f "$f" ] || continue
+            awk 'BEGIN { RS = ""; FS = "\n" }
+                 { types = ""; uris = ""; suites = ""; comps = ""; enabled = "yes"
+                   for (i = 1; i <= NF; i++) {
+                       if ($i ~ /^Types:/) types = $i; else if ($i ~ /^URIs:/) uris = $i
+                       else if ($i ~ /^Suites:/) suites = $i; else if ($i ~ /^Components:/) comps = $i
+                       else if ($i ~ /^Enabled:/) enabled = $i }
+                   if (types ~ /(^|[ :])deb( |$)/ && comps ~ / main( |$)/ && enabled !~ /no/) {
+                       split(suites, s, " "); if (s[2] ~ /-(security|updates|backports)$/) next
+                       split(uris, u, " "); print u[2] } }' "$f"
+        done
+    } | head -n1
+}
+mirror=${AI_ENHANCE_DEBIAN_MIRROR:-$(apt_mirror)}
+if [ "${AI_ENHANCE_PRINT_MIRROR:-0}" = 1 ]; then   # tests: say which mirror, build nothing
+    echo "$mirror"
+    exit 0
+fi
+if [ -z "$mirror" ]; then
+    echo "== [gimp-root] no Debian archive found in /etc/apt/sources.list{,.d}; set AI_ENHANCE_DEBIAN_MIRROR to a Debian mirror URL" >&2
+    exit 2
+fi
 packages="gimp python3-gi python3-zmq python3-numpy xvfb xauth"
 recipe_version=1
 key=$(printf '%s\n' "$recipe_version" "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)

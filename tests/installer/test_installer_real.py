@@ -49,11 +49,20 @@ def snapshot(root: Path, ignore: tuple[str, ...] = ()) -> dict:
     return out
 
 
-def stop_backend(endpoint: str) -> None:
-    """Stop the backend that doctor / the demo started for this test (its pid from a ping)."""
+def _ping(endpoint: str, home: Path) -> dict | None:
+    """A ping with the installed user's CURVE keys (the backend admits no other); None when the
+    keys are gone (uninstalled: nothing must be created in the home again)."""
     from ai_enhance_client.client import Client
-    with Client(endpoint) as c:
-        caps = c.ping(timeout=3.0)
+    kd = home / ".config" / "ai-enhance" / "keys"
+    if not (kd / "client.key_secret").is_file():
+        return None
+    with Client(endpoint, keys_dir=kd) as c:
+        return c.ping(timeout=3.0)
+
+
+def stop_backend(endpoint: str, home: Path) -> None:
+    """Stop the backend that doctor / the demo started for this test (its pid from a ping)."""
+    caps = _ping(endpoint, home)
     if caps and caps.get("pid"):
         pid = int(caps["pid"])
         os.kill(pid, signal.SIGTERM)
@@ -66,10 +75,8 @@ def stop_backend(endpoint: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def backend_pid_of(endpoint: str) -> int | None:
-    from ai_enhance_client.client import Client
-    with Client(endpoint) as c:
-        caps = c.ping(timeout=3.0)
+def backend_pid_of(endpoint: str, home: Path) -> int | None:
+    caps = _ping(endpoint, home)
     return int(caps["pid"]) if caps and caps.get("pid") else None
 
 
@@ -189,7 +196,13 @@ def _install_twice_then_uninstall(work: Path, weights: Path, gimp) -> None:
             (src / "plugin/ai-enhance/ai_enhance_client/protocol.py").read_bytes()
 
         settings = json.loads((home / ".config" / "ai-enhance" / "settings.json").read_text())
-        assert settings == {"endpoint": endpoint, "serve_command": [str(exe), "serve"]}
+        assert settings == {"endpoint": endpoint, "serve_command": [str(exe), "serve"],
+                            "installation": os.path.realpath(venv)}     # the backend it expects
+        keys = home / ".config" / "ai-enhance" / "keys"           # CURVE keys: private to the user
+        assert (keys / "client.key_secret").stat().st_mode & 0o777 == 0o600
+        assert keys.stat().st_mode & 0o777 == 0o700
+        psettings = json.loads((plugin.parent / "ai-enhance-settings.json").read_text())
+        assert psettings["keys_dir"] == str(keys) and psettings["endpoint"] == endpoint
 
         models = prefix / "models"
         assert (models / "RealESRGAN_x4plus.pth").read_bytes() == (weights / "RealESRGAN_x4plus.pth").read_bytes()
@@ -211,7 +224,7 @@ def _install_twice_then_uninstall(work: Path, weights: Path, gimp) -> None:
         # the demo enhanced the built-in sample (160x160 -> x4)
         demo = prefix / "demo" / "sample-realesr-animevideov3.png"
         assert demo.is_file() and png_size(demo) == (640, 640), out
-        stop_backend(endpoint)
+        stop_backend(endpoint, home)
 
         manifest = json.loads((prefix / "install-manifest.json").read_text())
         assert str(venv) in manifest["trees"] and str(plugin.parent) in manifest["trees"]
@@ -232,7 +245,7 @@ def _install_twice_then_uninstall(work: Path, weights: Path, gimp) -> None:
         assert snap2 == snap1, {k: (snap1.get(k), snap2.get(k)) for k in set(snap1) | set(snap2)
                                 if snap1.get(k) != snap2.get(k)}
         assert second_s < first_s, (first_s, second_s)
-        backend_pid = backend_pid_of(endpoint)      # doctor started it; --uninstall must stop it
+        backend_pid = backend_pid_of(endpoint, home)      # doctor started it; --uninstall must stop it
         assert backend_pid
 
         # ---------------------------------------------------------------- GIMP registers it
@@ -260,7 +273,7 @@ def _install_twice_then_uninstall(work: Path, weights: Path, gimp) -> None:
             time.sleep(0.1)
         assert not pid_alive(backend_pid)
     finally:
-        stop_backend(endpoint)
+        stop_backend(endpoint, home)
     after = snapshot(home)
     assert set(after) == set(before), (sorted(set(after) - set(before)), sorted(set(before) - set(after)))
     assert (profile / "my-notes.txt").read_text() == "a file of the user\n"

@@ -19,7 +19,7 @@ import zmq
 
 from ai_enhance_client import protocol as P
 from ai_enhance_client.client import Client, ClientError
-from testkit import free_port, start_serve
+from testkit import curve_dealer, free_port, start_serve
 
 DT = {np.dtype(np.uint8): P.DType.U8, np.dtype(np.uint16): P.DType.U16, np.dtype(np.float32): P.DType.F32}
 
@@ -280,17 +280,14 @@ def test_oversize_image_refused_before_allocation(tiny_models_dir, tmp_path, rng
 
 
 def test_garbage_is_answered_and_backend_keeps_serving(backend):
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(backend.endpoint)
+    s = curve_dealer(backend.endpoint)    # an authenticated peer sending garbage
     try:
         cases = [
             [b"\x80\x81 not json"],
-            [b'{"v":2,"type":"enhance","job_id":"g1","op":"upscale","model":"nearest-x4",'
+            [b'{"v":3,"type":"enhance","job_id":"g1","op":"upscale","model":"nearest-x4",'
              b'"inputs":[{"name":"image","image":{"width":4,"height":4,"channels":3,"dtype":"u8"}}]}', b"short"],
             [b'{"v":99,"type":"ping","job_id":"g2"}'],
-            [b'{"v":2,"type":"result","job_id":"g3","image":{}}'],
+            [b'{"v":3,"type":"result","job_id":"g3","image":{}}'],
             [b'{"v":1,"type":"enhance","job_id":"g4","op":"upscale","model":"nearest-x4",'
              b'"image":{"width":1,"height":1,"channels":3,"dtype":"u8"}}', b"abc"],   # a v1 plug-in
         ]
@@ -316,10 +313,7 @@ def test_garbage_is_answered_and_backend_keeps_serving(backend):
 def test_frame_over_maxmsgsize_does_not_kill_backend(tiny_models_dir, tmp_path):
     b = start_serve(tiny_models_dir, tmp_path, "--max-frame-mb", "1")
     try:
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(b.endpoint)
+        s = curve_dealer(b.endpoint)
         # over the per-frame cap (ZMQ MAXMSGSIZE): the backend drops the connection, not the process
         s.send_multipart([b'{"v":1,"type":"ping","job_id":"x"}', b"\0" * (2 << 20)])
         time.sleep(1.0)

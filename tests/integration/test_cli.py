@@ -95,8 +95,13 @@ def test_unreadable_input_and_bad_output(tmp_path, backend):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     r = cli("enhance", str(tmp_path / "bad.png"), "-o", str(tmp_path / "o.png"), env=env)
     assert r.returncode == 2 and "cannot read" in r.stderr
+    with Client(backend.endpoint) as c:
+        done = c.ping()["queue"]["done"]
     r = cli("enhance", "-o", str(tmp_path / "o.gif"), "--model", "nearest-x4", env=env)
-    assert r.returncode == 1 and ".png" in r.stderr
+    # refused before the job runs (issue 14): a usage error, and the backend computed nothing
+    assert r.returncode == 2 and ".png" in r.stderr
+    with Client(backend.endpoint) as c:
+        assert c.ping()["queue"]["done"] == done
 
 
 def test_models_list(tiny_models_dir):

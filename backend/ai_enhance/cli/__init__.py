@@ -1,4 +1,4 @@
-"""`ai-enhance`: serve | enhance | models | status | doctor.
+"""`ai-enhance`: serve | enhance | models | status | stop | keys | doctor.
 
 The client commands talk to the backend over ZeroMQ exactly like the GIMP plug-in does, and never
 import torch (they start in a fraction of a second)."""
@@ -31,6 +31,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--raw-cache-mb", type=float, default=1024.0,
                    help="memory for recent raw model outputs, so that Re-tune changes the fidelity, "
                         "colour, grain and mask dials without running the model again (default 1024)")
+    p.add_argument("--listen", action="append", default=[], metavar="ENDPOINT",
+                   help="also serve other machines here, e.g. tcp://0.0.0.0:5588 or tcp://192.168.1.20:5588 "
+                        "(CURVE keys: only clients allowed with `ai-enhance keys allow` get in; docs/remote.md)")
+    p.add_argument("--keys-dir", type=Path, help="keys folder (default: AI_ENHANCE_KEYS or the user's config folder)")
+    p.add_argument("--stop-grace", type=float, default=5.0,
+                   help="seconds a running job gets to stop at SIGTERM / `ai-enhance stop` (default 5)")
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -43,6 +49,8 @@ def _add_enhance(sub) -> None:
     p = sub.add_parser("enhance", help="enhance an image file through the backend (starts it if needed)")
     p.add_argument("input", nargs="?", type=Path, help="PNG/JPEG/TIFF (default: a built-in sample photo)")
     p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists "
+                                                             "(never the input file)")
     p.add_argument("--op", default="upscale", choices=names + ["noop"], metavar="OP",
                    help=f"the operation: {', '.join(names)} (default upscale)")
     p.add_argument("--model", default="", help="model id (see `ai-enhance models list`); default: the "
@@ -77,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--models-dir", type=Path)
     st = sub.add_parser("status", help="ask the running backend what it has loaded and queued")
     st.add_argument("--endpoint")
+    sp = sub.add_parser("stop", help="stop the running backend gracefully (clients are told)")
+    sp.add_argument("--endpoint")
+    sp.add_argument("--wait", type=float, default=15.0, help="seconds to wait for it to exit (default 15)")
+    k = sub.add_parser("keys", help="CURVE keys: who may use this backend, which backend to trust")
+    ksub = k.add_subparsers(dest="keys_cmd")
+    ksub.add_parser("init", help="create the keys folder and key pairs if missing (0700 / 0600)")
+    ksub.add_parser("path", help="print the keys folder")
+    ksub.add_parser("export", help="print this client's public key (give it to a backend's `keys allow`)")
+    ka = ksub.add_parser("allow", help="let a client key use this user's backend (a running one sees it at once)")
+    ka.add_argument("pubkey", help="the client's public key (its `ai-enhance keys export`)")
+    ka.add_argument("--name", help="a name for the key file, e.g. the laptop's")
+    ksub.add_parser("server-key", help="print this user's backend public key (for remote clients)")
+    kt = ksub.add_parser("trust", help="use a remote backend: write its endpoint and public key to the settings")
+    kt.add_argument("pubkey", help="the backend's public key (its `ai-enhance keys server-key`)")
+    kt.add_argument("--endpoint", required=True, help="e.g. tcp://192.168.1.20:5588")
+    ksub.add_parser("list", help="the keys folder, this user's keys and the allowed client keys")
     sub.add_parser("doctor", help="check every link from GIMP to the models; print fixes", add_help=False)
     return ap
 
@@ -100,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_models(args)
     if args.cmd == "status":
         return cmd_status(args)
+    if args.cmd == "stop":
+        return cmd_stop(args)
+    if args.cmd == "keys":
+        return cmd_keys(args, ap)
     ap.print_help()
     return 2
 
@@ -109,13 +137,16 @@ def cmd_serve(args) -> int:
 
     from ..server import ServeConfig, serve
 
-    cfg = ServeConfig(endpoint=args.endpoint or Settings.load().endpoint, models_dir=args.models_dir,
+    settings = Settings.load()
+    cfg = ServeConfig(endpoint=args.endpoint or settings.endpoint, models_dir=args.models_dir,
                       log_file=args.log_file, device=args.device, queue_size=args.queue_size,
                       client_timeout=args.client_timeout, idle_unload=args.idle_unload,
                       max_input_pixels=int(args.max_input_mp * 1e6),
                       max_output_pixels=int(args.max_output_mp * 1e6),
                       max_frame_bytes=int(args.max_frame_mb * (1 << 20)),
-                      raw_cache_bytes=int(args.raw_cache_mb * (1 << 20)))
+                      raw_cache_bytes=int(args.raw_cache_mb * (1 << 20)),
+                      keys_dir=args.keys_dir or settings.keys_path(), listen=list(args.listen),
+                      stop_grace=args.stop_grace)
     return serve(cfg, verbose=args.verbose)
 
 
@@ -150,7 +181,7 @@ def cmd_enhance(args) -> int:
     from ai_enhance_client.client import Client, ClientError
     from ai_enhance_client.params import ParamError
 
-    from ..images import ImageFileError, read_image, write_image
+    from ..images import ImageFileError, check_output, frame_count, read_image, write_image
     from ..pixels import NUMPY_OF, WIRE_OF, grain_merge
     from .flags import collect
 
@@ -164,10 +195,25 @@ def cmd_enhance(args) -> int:
         return 2
     src = args.input or SAMPLE
     try:
+        check_output(args.output, [src], args.overwrite)
+        if args.mask_output:
+            check_output(args.mask_output, [src, args.output], args.overwrite)
+            if Path(args.mask_output).resolve() == Path(args.output).resolve():
+                raise ImageFileError("--mask-output must differ from -o")
+        cmap = getattr(args, "param_change_map", None)
+        if cmap is not None:
+            check_output(cmap, [src, args.output, args.mask or src], args.overwrite)
+            if Path(cmap).resolve() == Path(args.output).resolve():
+                raise ImageFileError("--change-map must differ from -o")
         img = read_image(src)
     except ImageFileError as e:
         print(f"ai-enhance: {e}", file=sys.stderr)
         return 2
+    frames = frame_count(src)
+    if frames > 1 and not args.quiet:
+        print(f"ai-enhance: warning: {src} has {frames} frames (animation or pages); only the first is "
+              f"enhanced, the other {frames - 1} are dropped (split it into single images to do them all)",
+              file=sys.stderr)
     spec = P.ImageSpec(img.shape[1], img.shape[0], img.shape[2], WIRE_OF[img.dtype])
     mask = None
     if "mask" in op.inputs:
@@ -281,8 +327,11 @@ def cmd_models(args) -> int:
 
     store = ModelStore(args.models_dir) if getattr(args, "models_dir", None) else ModelStore()
     infos = store.list()
+    problems = store.problems()
     if getattr(args, "json", False):
-        print(json.dumps([i.to_json() for i in infos], indent=2))
+        print(json.dumps([i.to_json() for i in infos]
+                         + [{"file": f, "status": "broken", "installed": False, "reason": why}
+                            for f, why in problems], indent=2))
         return 0
     print(f"models folder: {store.dir}")
     print(f"{'id':28} {'status':11} {'size':>9}  source")
@@ -291,14 +340,22 @@ def cmd_models(args) -> int:
         size = f"{nbytes / 1e6:.1f} MB" if nbytes else "-"
         src = i.file if i.installed else (i.url or "-")
         print(f"{i.id:28} {i.status:11} {size:>9}  {src}")
+    if problems:
+        print(f"\nfiles in {store.dir} that are not used:")
+        for f, why in problems:
+            print(f"  {f}: {why}")
     return 0
 
 
 def cmd_status(args) -> int:
-    from ai_enhance_client.client import Client
+    from ai_enhance_client.client import Client, ClientError
 
-    with Client(args.endpoint) as c:
-        caps = c.ping(timeout=2.0)
+    try:
+        with Client(args.endpoint) as c:
+            caps = c.ping(timeout=2.0)
+    except ClientError as e:
+        print(f"ai-enhance status: {e}", file=sys.stderr)
+        return 1
     if caps is None:
         print(f"no backend answers at {c.endpoint}; start one with `ai-enhance serve`")
         return 1
@@ -315,6 +372,84 @@ def cmd_status(args) -> int:
         elif ri.get("openvino"):
             how += f" (OpenVINO {ri['openvino']})"
         print(f"  loaded {m.get('id')}: {how}, idle {m.get('idle_s')} s")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from ai_enhance_client.client import Client, ClientError
+
+    try:
+        with Client(args.endpoint) as c:
+            caps = c.ping(timeout=2.0)
+            if caps is None:
+                print(f"no backend answers at {c.endpoint}: nothing to stop")
+                return 0
+            pid = caps.get("pid")
+            answer = c.shutdown()
+    except ClientError as e:
+        print(f"ai-enhance stop: {e}", file=sys.stderr)
+        return 1
+    if answer is None:
+        print(f"ai-enhance stop: the backend (pid {pid}) did not answer the stop request; `kill {pid}` stops it",
+              file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.wait
+    with Client(args.endpoint) as c:
+        while time.monotonic() < deadline:
+            try:
+                if c.ping(timeout=0.5) is None:
+                    print(f"stopped the backend (pid {pid}) at {c.endpoint}: {answer.get('message', '')}")
+                    return 0
+            except ClientError:
+                break
+            time.sleep(0.2)
+    print(f"ai-enhance stop: the backend (pid {pid}) is still running after {args.wait:.0f} s; `kill {pid}`",
+          file=sys.stderr)
+    return 1
+
+
+def cmd_keys(args, ap) -> int:
+    from ai_enhance_client import keys as K
+    from ai_enhance_client import settings as S
+
+    settings = S.Settings.load()
+    folder = settings.keys_path()
+    try:
+        if args.keys_cmd == "path":
+            print(folder)
+        elif args.keys_cmd == "init":
+            existed = (folder / "client.key_secret").is_file() and (folder / "server.key_secret").is_file()
+            K.ensure(folder)
+            print(f"{'keys already there' if existed else 'created keys'} in {folder} (0700)")
+            print(K.describe(folder))
+        elif args.keys_cmd == "export":
+            print(K.client_pair(folder).public.decode("ascii"))
+        elif args.keys_cmd == "server-key":
+            print(K.server_pair(folder).public.decode("ascii"))
+        elif args.keys_cmd == "allow":
+            path = K.allow(folder, args.pubkey, args.name)
+            print(f"allowed client key {K.fingerprint(K.parse_public(args.pubkey))}… ({path}); a running "
+                  "backend accepts it from its next connection")
+        elif args.keys_cmd == "trust":
+            key = K.parse_public(args.pubkey).decode("ascii")
+            S.parse_endpoint(args.endpoint)
+            path = S.settings_path()
+            S.save(args.endpoint, settings.serve_command, path, server_key=key)
+            print(f"{path}: endpoint {args.endpoint}, backend key {K.fingerprint(key)}…; on the backend "
+                  f"machine run `ai-enhance keys allow {K.client_pair(folder).public.decode('ascii')}`")
+        elif args.keys_cmd == "list":
+            print(K.describe(folder))
+            for p in sorted((folder / K.ALLOWED).glob("*.key")) if (folder / K.ALLOWED).is_dir() else []:
+                try:
+                    print(f"  allowed {p.stem}: {K.read_key_file(p).public.decode('ascii')}")
+                except K.KeysError as e:
+                    print(f"  unreadable {p.name}: {e}")
+        else:
+            ap.parse_args(["keys", "--help"])
+            return 2
+    except (K.KeysError, S.EndpointError, OSError) as e:
+        print(f"ai-enhance keys: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

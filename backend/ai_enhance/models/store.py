@@ -5,6 +5,8 @@
   serves follow from what spandrel says of it (``ai_enhance_client.ops.ops_for_model``).
 - ``ModelStore.load`` builds a ``LoadedModel``: the descriptor, the adapter's forward, and the facts
   the runtime needs, on a device and in a precision.
+- Nothing is read through a symlink that leads OUT of the models folder (a link to a system file
+  is refused, not "installed"); ``problems()`` names every refused or unusable file with the reason.
 """
 from __future__ import annotations
 
@@ -125,18 +127,77 @@ class ModelStore:
     def list(self) -> list[ModelInfo]:
         """Every catalogue entry (installed or not; support files carry a ``role``) followed by
         the custom models found in the folder."""
-        out = [info_from_entry(e, self.dir) for e in self._entries]
+        out = [self._entry_info(e) for e in self._entries]
         out.extend(self.custom_models())
         return out
 
-    def _custom_files(self) -> list[Path]:
+    def _entry_info(self, e: dict) -> ModelInfo:
+        """A catalogue entry's info; a file that is a link out of the folder counts as absent
+        (``resolve`` and ``problems`` say why)."""
+        info = info_from_entry(e, self.dir)
+        if info.installed and info.path is not None and self.escapes(info.path) is not None:
+            info.installed = False
+            info.description = f"refused: {self._escape_text(info.path)}"
+        return info
+
+    def escapes(self, path: Path) -> Path | None:
+        """Where ``path`` really leads when that is outside the models folder (a symlink to a
+        system file, a link through a linked folder); None for a file inside it."""
         try:
-            files = sorted(p for p in self.dir.iterdir()
-                           if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith(".")
-                           and p.name.casefold() not in self._catalog_files and p.is_file())
+            root = self.dir.resolve()
+            target = Path(os.path.realpath(path))
+        except (OSError, RuntimeError):       # a symlink loop
+            return path
+        if target == root or root in target.parents:
+            return None
+        return target
+
+    def _escape_text(self, path: Path) -> str:
+        return (f"{path.name} is a link to {self.escapes(path)}, outside the models folder {self.dir}; "
+                "copy the file into the folder instead (or point --models-dir at its folder)")
+
+    def _all_model_files(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.dir.iterdir()
+                          if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith("."))
         except OSError:
             return []
-        return files
+
+    def _custom_files(self) -> list[Path]:
+        return [p for p in self._all_model_files()
+                if p.name.casefold() not in self._catalog_files and p.is_file() and self.escapes(p) is None]
+
+    def problems(self, probe_unverified: bool = True) -> list[tuple[str, str]]:
+        """(file name, reason) for every file of the folder that is not a usable model: links out
+        of the folder, broken links, unreadable or unrecognised custom files, and (when
+        ``probe_unverified``) catalogue files whose bytes are not the official ones and do not
+        load safely (e.g. a pickle that would run code)."""
+        out = []
+        for p in self._all_model_files():
+            if not p.exists():
+                out.append((p.name, f"broken link to {os.readlink(p) if p.is_symlink() else '?'}; delete it"))
+                continue
+            if self.escapes(p) is not None:
+                out.append((p.name, "refused: " + self._escape_text(p)))
+                continue
+            if not p.is_file():
+                out.append((p.name, "not a regular file; delete it"))
+                continue
+            if p.name.casefold() in self._catalog_files:
+                if not probe_unverified:
+                    continue
+                info = next((self._entry_info(e) for e in self._entries
+                             if (e.get("file") or "").casefold() == p.name.casefold()), None)
+                if info is None or info.status != "unverified":
+                    continue
+                pr = self._probe(p, info.id)
+                if pr.failure is not None or pr.error:
+                    out.append((p.name, f"{info.id}: {pr.error or pr.failure}"))
+                continue
+            pr = self._probe(p)
+            if pr.arch is None:
+                out.append((p.name, pr.error or "not a recognised model"))
+        return out
 
     def _custom_id(self, path: Path) -> str:
         cid = _ID_SAFE.sub("_", path.stem)[:120] or "model"
@@ -159,7 +220,7 @@ class ModelStore:
             family="custom", ops=ops_for_model(pr.purpose, pr.arch), scale=pr.scale,
             arch=pr.arch, custom=True, purpose=pr.purpose, description=pr.error or "")
 
-    def _probe(self, path: Path) -> _Probe:
+    def _probe(self, path: Path, model_id: str | None = None) -> _Probe:
         """Architecture, scale and purpose of a custom file, cached by (path, size, mtime)."""
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -168,7 +229,7 @@ class ModelStore:
         if hit is not None:
             return hit
         try:
-            sd = read_state_dict(path)
+            sd = read_state_dict(path, model_id)
             arch = detect_arch(sd)
             if arch is None:
                 pr = _Probe(None, None, None, "spandrel does not recognise its architecture")
@@ -178,6 +239,8 @@ class ModelStore:
                 del d
         except EnhanceError as e:
             pr = _Probe(None, None, None, e.message, e)
+        except Exception as e:  # noqa: BLE001 - a hostile file must not break the listing
+            pr = _Probe(None, None, None, f"cannot be read ({type(e).__name__}: {str(e)[:120]})")
         with self._lock:
             self._probe_cache[key] = pr
         return pr
@@ -188,7 +251,7 @@ class ModelStore:
         """Like resolve() but returns None for unknown ids and never raises for missing files."""
         e = self._by_id.get(model_id)
         if e is not None:
-            return info_from_entry(e, self.dir)
+            return self._entry_info(e)
         for p in self._custom_files():
             if self._custom_id(p) == model_id:
                 return self._custom_info(p, self._probe(p))
@@ -220,6 +283,9 @@ class ModelStore:
             raise EnhanceError(ErrorKind.UNKNOWN_MODEL, f"unknown model '{model_id}'",
                                f"known models include: {listing} (`ai-enhance models list` shows all)")
         if not info.installed:
+            if info.path is not None and info.path.exists() and self.escapes(info.path) is not None:
+                raise EnhanceError(ErrorKind.MODEL_CORRUPT, f"model '{info.id}': {self._escape_text(info.path)}",
+                                   f"replace the link {info.path} by the file itself")
             raise self.missing_error(info)
         if info.custom and info.arch is None:       # a broken or foreign file: say what is wrong
             pr = self._probe(info.path)

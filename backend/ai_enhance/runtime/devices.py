@@ -102,7 +102,9 @@ def use_half(kind: str, supports_half: bool, override: str | None = None) -> boo
 def memory_budget(kind: str, free_bytes: int | None, total_bytes: int | None = None,
                   cpu_override_mb: int | None = None) -> int:
     """Bytes one tile's activations may use.  CUDA/MPS: 70%/50% of what is free now.  CPU: the
-    override, else a quarter of the available RAM capped at 3 GiB (at least 256 MiB)."""
+    override, else a quarter of the available RAM capped at 3 GiB (at least 256 MiB, unless less
+    than 512 MiB is available at all: then half of it; "available" already respects cgroup and
+    RLIMIT_AS limits, see ``memory_limits``)."""
     if kind == "cuda":
         return int(0.7 * (free_bytes if free_bytes is not None else 2 * GiB))
     if kind == "mps":
@@ -110,7 +112,7 @@ def memory_budget(kind: str, free_bytes: int | None, total_bytes: int | None = N
     if cpu_override_mb:
         return int(cpu_override_mb) * MiB
     avail = free_bytes if free_bytes is not None else 4 * GiB
-    return max(256 * MiB, min(3 * GiB, avail // 4))
+    return max(min(256 * MiB, avail // 2), min(3 * GiB, avail // 4))
 
 
 def estimate_px_bytes(max_activation: float, dtype_bytes: int, live_factor: float = 5.0,
@@ -140,9 +142,180 @@ def oom_floor(req: SizeReq | None = None) -> int:
     return -(-lo // m) * m
 
 
+# --------------------------------------------------------------------------- memory limits
+
+#: A cgroup "limit" at least this large means none (v1 writes 2^63 rounded down to a page).
+_NO_LIMIT = 1 << 60
+
+
+@dataclass
+class MemoryLimits:
+    """What this process may really allocate: the host's free memory, its memory cgroup (v1 or
+    v2, the tightest along the path to the root) and RLIMIT_AS.  Containers and `ulimit -v`
+    make the host's MemAvailable a lie; tiles are sized from ``available``."""
+
+    host_available: int | None = None
+    cgroup_limit: int | None = None
+    cgroup_usage: int | None = None
+    cgroup_kind: str | None = None          # "v1" | "v2"
+    rlimit_as: int | None = None            # address-space limit of this process
+    address_space: int | None = None        # its current address space (VmSize)
+
+    @property
+    def available(self) -> int | None:
+        """Bytes that can still be allocated: the smallest headroom of all limits."""
+        cands = [self.host_available]
+        if self.cgroup_limit is not None:
+            cands.append(max(0, self.cgroup_limit - (self.cgroup_usage or 0)))
+        if self.rlimit_as is not None:
+            cands.append(max(0, self.rlimit_as - (self.address_space or 0)))
+        known = [c for c in cands if c is not None]
+        return min(known) if known else None
+
+    @property
+    def limit(self) -> int | None:
+        known = [x for x in (self.cgroup_limit, self.rlimit_as) if x is not None]
+        return min(known) if known else None
+
+    def source(self) -> str:
+        a = self.available
+        if a is None:
+            return "unknown"
+        if self.rlimit_as is not None and a == max(0, self.rlimit_as - (self.address_space or 0)):
+            return "RLIMIT_AS"
+        if self.cgroup_limit is not None and a == max(0, self.cgroup_limit - (self.cgroup_usage or 0)):
+            return f"cgroup {self.cgroup_kind}"
+        return "host"
+
+    def describe(self) -> str:
+        def mb(x):
+            return "none" if x is None else f"{x >> 20} MB"
+        return (f"{mb(self.available)} available ({self.source()}); host {mb(self.host_available)}, "
+                f"cgroup {self.cgroup_kind or '-'} limit {mb(self.cgroup_limit)} used {mb(self.cgroup_usage)}, "
+                f"RLIMIT_AS {mb(self.rlimit_as)} (address space {mb(self.address_space)})")
+
+    def to_json(self) -> dict:
+        mb = (lambda x: None if x is None else x >> 20)  # noqa: E731
+        return {"available_mb": mb(self.available), "limit_mb": mb(self.limit), "source": self.source(),
+                "host_mb": mb(self.host_available),
+                "cgroup": self.cgroup_kind, "cgroup_limit_mb": mb(self.cgroup_limit),
+                "rlimit_as_mb": mb(self.rlimit_as)}
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            v = f.read().strip()
+    except OSError:
+        return None
+    if v in ("max", ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return None
+
+
+def _cgroup_mounts(mountinfo: str) -> dict:
+    """{"v2": (mount point, root), "v1": (mount point, root)} of the memory hierarchies."""
+    out = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if len(f) < 5 or len(r) < 3:
+            continue
+        root, point, fstype, opts = f[3], f[4], r[0], r[2].split(",")
+        if fstype == "cgroup2":
+            out.setdefault("v2", (point, root))
+        elif fstype == "cgroup" and "memory" in opts:
+            out.setdefault("v1", (point, root))
+    return out
+
+
+def cgroup_memory(proc_cgroup: str, mountinfo: str, read=_read_int) -> tuple[int | None, int | None, str | None]:
+    """(limit, usage, "v1"|"v2") of the tightest memory cgroup limit on this process's path,
+    from the texts of /proc/self/cgroup and /proc/self/mountinfo (``read(path)`` reads a number:
+    table-tested with fakes).  A v1 memory controller wins over v2 when both name one."""
+    mounts = _cgroup_mounts(mountinfo)
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "" and parts[0] == "0":
+            paths["v2"] = parts[2]
+        elif "memory" in parts[1].split(","):
+            paths["v1"] = parts[2]
+    for kind, files in (("v1", ("memory.limit_in_bytes", "memory.usage_in_bytes")),
+                        ("v2", ("memory.max", "memory.current"))):
+        if kind not in mounts or kind not in paths:
+            continue
+        point, root = mounts[kind]
+        rel = paths[kind]
+        if root != "/" and rel.startswith(root):      # a namespaced view: strip its root
+            rel = rel[len(root):]
+        rel = rel.strip("/")
+        parts = rel.split("/") if rel else []
+        best, usage = None, None
+        found = False
+        # the process's own cgroup and every parent up to the mount point: the tightest wins
+        for i in range(len(parts), -1, -1):
+            d = "/".join([point.rstrip("/")] + parts[:i])
+            lim = read(f"{d}/{files[0]}")
+            if lim is None and read(f"{d}/{files[1]}") is None:
+                continue
+            found = True
+            if i == len(parts) or usage is None:
+                usage = read(f"{d}/{files[1]}") if usage is None else usage
+            if lim is not None and lim < _NO_LIMIT and (best is None or lim < best):
+                best = lim
+                usage = read(f"{d}/{files[1]}")
+        if found and best is not None:
+            return best, usage, kind
+    return None, None, None
+
+
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def memory_limits() -> MemoryLimits:
+    """The memory this process may use now (host, cgroup v1/v2, RLIMIT_AS)."""
+    m = MemoryLimits(host_available=_host_available_bytes())
+    try:
+        with open("/proc/self/cgroup", encoding="ascii", errors="replace") as f:
+            cg = f.read()
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mi = f.read()
+        m.cgroup_limit, m.cgroup_usage, m.cgroup_kind = cgroup_memory(cg, mi)
+    except OSError:
+        pass
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            m.rlimit_as = int(soft)
+            m.address_space = _vm_size()
+    except (ImportError, ValueError, OSError):
+        pass
+    return m
+
+
 # --------------------------------------------------------------------------- probing (torch)
 
 def cpu_available_bytes() -> int | None:
+    """Memory this process can still allocate: the host's, bounded by cgroup and RLIMIT_AS."""
+    return memory_limits().available
+
+
+def _host_available_bytes() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -165,9 +338,13 @@ def cpu_available_bytes() -> int | None:
 
 def cpu_total_bytes() -> int | None:
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return None
+        total = None
+    lim = memory_limits().limit
+    if lim is not None and (total is None or lim < total):
+        return lim
+    return total
 
 
 def _cpu_name() -> str:
@@ -314,8 +491,16 @@ def conv_width(module) -> int:
     return widest or 64
 
 
+#: Lower-case message parts of out-of-memory failures that arrive as plain RuntimeErrors: the
+#: CPU allocator ("DefaultCPUAllocator: can't allocate memory"), CUDA/MPS/HIP, and oneDNN, which
+#: under RLIMIT_AS cannot even create its primitive ("could not create a primitive").
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                "failed to allocate", "could not create a primitive", "std::bad_alloc", "bad_alloc",
+                "mkldnn_malloc", "allocation failed")
+
+
 def is_oom(e: BaseException) -> bool:
-    """An out-of-memory failure of torch (CUDA, MPS, CPU allocator) or Python."""
+    """An out-of-memory failure of torch (CUDA, MPS, CPU allocator, oneDNN) or Python."""
     if isinstance(e, MemoryError):
         return True
     torch = sys.modules.get("torch")
@@ -326,6 +511,4 @@ def is_oom(e: BaseException) -> bool:
         if kinds and isinstance(e, kinds):
             return True
     msg = str(e).lower()
-    return isinstance(e, RuntimeError) and any(
-        s in msg for s in ("out of memory", "can't allocate memory", "not enough memory",
-                           "failed to allocate"))
+    return isinstance(e, (RuntimeError, OSError)) and any(s in msg for s in OOM_MESSAGES)

@@ -77,6 +77,7 @@ class TiledRunner:
             raise EnhanceError(ErrorKind.UNSUPPORTED,
                                f"model '{net.label}' works on {net.input_channels}-channel images",
                                "use a gray or RGB model")
+        self._check_output_fits(net, color, roi, scale)
         floor = devices.oom_floor(net.size_req)
         if tile and tile > 0:
             tile = max(floor, int(tile))
@@ -112,6 +113,24 @@ class TiledRunner:
                 progress(0.0, f"out of memory: retrying with {nxt}px tiles")
                 tile = nxt
         return TiledResult(out, plan.tile if tile else 0, plan.count, time.monotonic() - t0)
+
+    def _check_output_fits(self, net, color: np.ndarray, roi, scale: int) -> None:
+        """The result array is allocated whole whatever the tile size: when it cannot fit in the
+        memory this process may use (cgroup, RLIMIT_AS, host), say so before any compute instead
+        of halving tiles in vain (or being OOM-killed)."""
+        need = roi[2] * scale * roi[3] * scale * color.shape[2] * color.dtype.itemsize
+        try:
+            lim = devices.memory_limits()
+        except Exception:  # noqa: BLE001 - unknown limits: let the allocation decide
+            return
+        avail = lim.available
+        if avail is not None and need > avail:
+            fit = max(1, int((avail / (color.shape[2] * color.dtype.itemsize)) ** 0.5 / scale * 0.8))
+            raise EnhanceError(ErrorKind.OUT_OF_MEMORY,
+                               f"the {roi[2] * scale}x{roi[3] * scale} result needs {need >> 20} MB but this "
+                               f"backend may use only {avail >> 20} MB more ({lim.source()})",
+                               f"use a selection of about {fit}x{fit} px, a smaller scale, or raise the "
+                               "memory limit of the backend's container/ulimit")
 
     def _tiled(self, net, color: np.ndarray, roi, scale: int, tile: int, progress: Progress,
                is_cancelled: IsCancelled, options: dict, on_info=None):

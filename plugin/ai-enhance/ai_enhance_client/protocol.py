@@ -6,23 +6,37 @@ the backend installs the same file as ``ai_enhance_client.protocol``.  Pure stan
 
 A message is a list of ZeroMQ frames: frame 0 is a small UTF-8 JSON header, every further frame
 is raw pixel data described by the header.  No pickle, ever.  See docs/protocol.md.
+
+v3 (this version) adds to v2: results whose image is larger than one frame travel in row bands
+(``image_rows``), data frames may be deflated (``codecs``, asked for with ``accept``), the client
+confirms a result it has read (``received``), the owner may stop the backend (``shutdown``), and
+the error kind ``shutting_down``.  Every transport is authenticated with ZeroMQ CURVE (keys.py).
 """
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Sequence
 
-VERSION = 2
+VERSION = 3
 #: Versions this side can tell apart well enough to answer with a useful error.
 OLDEST_KNOWN = 1
 
 #: Largest JSON header accepted (bytes).
 MAX_HEADER_BYTES = 64 * 1024
-#: Largest single frame accepted by default (bytes); the backend sets ZMQ MAXMSGSIZE to this.
+#: Deepest nesting of JSON arrays/objects accepted in a header, checked on the raw bytes BEFORE
+#: parsing (json.loads recurses: a 2 KB header nested 1,000 levels deep would raise RecursionError).
+MAX_JSON_DEPTH = 32
+#: Largest single frame accepted by default (bytes); both sides set ZMQ MAXMSGSIZE to this.
+#: A result image larger than one frame travels in row bands (``image_rows``).
 MAX_FRAME_BYTES = 1 << 30
+#: Data frames at least this large may be deflated on links that are not loopback (``codecs``).
+COMPRESS_MIN_BYTES = 1 << 20
+#: The one codec: zlib (level 1) over the frame's bytes regrouped by sample byte (``shuffle``).
+CODEC_ZLIB = "zlib"
 #: Largest image side and pixel count accepted in a header (checked before any allocation).
 MAX_SIDE = 65536
 MAX_PIXELS = 256 * 1024 * 1024
@@ -30,6 +44,8 @@ MAX_SCALE = 8
 MAX_TILE = 8192
 MAX_MASKS = 8
 MAX_INPUTS = 4
+#: Most row bands one result image may be split into.
+MAX_BANDS = 1024
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
@@ -52,6 +68,8 @@ class MsgType(str, Enum):
     ENHANCE = "enhance"
     CANCEL = "cancel"
     HEARTBEAT = "heartbeat"
+    RECEIVED = "received"      # v3: the client has read its result (frees the backend's bound)
+    SHUTDOWN = "shutdown"      # v3: stop the backend (only its owner's key may)
     # replies (backend -> client)
     PONG = "pong"
     ACCEPTED = "accepted"
@@ -62,7 +80,8 @@ class MsgType(str, Enum):
 
 #: HEARTBEAT goes both ways: the client sends one per second while it waits for a job; the backend
 #: answers each, so a client knows the backend lives even while one tile takes minutes.
-REQUEST_TYPES = frozenset({MsgType.PING, MsgType.ENHANCE, MsgType.CANCEL, MsgType.HEARTBEAT})
+REQUEST_TYPES = frozenset({MsgType.PING, MsgType.ENHANCE, MsgType.CANCEL, MsgType.HEARTBEAT,
+                           MsgType.RECEIVED, MsgType.SHUTDOWN})
 REPLY_TYPES = frozenset({MsgType.PONG, MsgType.ACCEPTED, MsgType.PROGRESS, MsgType.RESULT,
                          MsgType.ERROR, MsgType.HEARTBEAT})
 
@@ -80,6 +99,7 @@ class ErrorKind(str, Enum):
     CANCELLED = "cancelled"
     CLIENT_GONE = "client_gone"
     DISK = "disk"                        # disk full / not writable
+    SHUTTING_DOWN = "shutting_down"      # the backend is stopping (SIGTERM, `ai-enhance stop`)
     INTERNAL = "internal"
 
 
@@ -193,22 +213,56 @@ def encode(header: dict, frames: Sequence[bytes | memoryview] = ()) -> list:
     return [raw, *frames]
 
 
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """Deepest nesting of arrays/objects in JSON text, read without parsing it; stops counting
+    past ``limit`` (returns limit + 1).  Brackets inside strings do not count."""
+    depth = deepest = 0
+    for m in _JSON_TOKEN.finditer(raw):
+        t = m.group()[:1]
+        if t in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+        elif t in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
 def decode(frames: Sequence[Any], *, expect: Iterable[MsgType] | None = None,
            max_frame_bytes: int = MAX_FRAME_BYTES) -> Message:
     """Validate and decode a received multipart message (bytes or zmq.Frame objects).
 
-    Raises ProtocolError (one line, says what is wrong) for anything malformed; the error
-    carries the job id when the header was readable far enough to have one.
-    """
+    Raises ProtocolError (one line, says what is wrong) for anything malformed, and nothing
+    else whatever the bytes; the error carries the job id when the header was readable far
+    enough to have one.  Deflated frames (``codecs``) come back inflated, row bands of a result
+    image (``image_rows``) joined into one frame."""
+    try:
+        return _decode(frames, expect, max_frame_bytes)
+    except ProtocolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any surprise is the sender's malformed message
+        raise ProtocolError(f"malformed message ({type(e).__name__}); is something else talking "
+                            "to this port?") from None
+
+
+def _decode(frames: Sequence[Any], expect, max_frame_bytes: int) -> Message:
     if not frames:
         raise ProtocolError("empty message")
     frames = [_buffer(f) for f in frames]
     head = frames[0]
     if len(head) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header frame is {len(head)} bytes, more than {MAX_HEADER_BYTES}")
+    raw = bytes(head)
+    # no header can nest deeper than it has openers: most need no scan at all
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise ProtocolError(f"header nests JSON deeper than {MAX_JSON_DEPTH} levels")
     try:
-        header = json.loads(bytes(head).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("header frame is not UTF-8 JSON (is something else talking to this port?)") from None
     if not isinstance(header, dict):
         raise ProtocolError("header must be a JSON object")
@@ -221,16 +275,93 @@ def decode(frames: Sequence[Any], *, expect: Iterable[MsgType] | None = None,
         raise ProtocolError(version_mismatch(v), job_id, v if older else None)
     try:
         mtype = MsgType(header.get("type"))
-    except ValueError:
-        raise ProtocolError(f"unknown message type {header.get('type')!r}", job_id) from None
+    except (ValueError, TypeError):
+        raise ProtocolError(f"unknown message type {one_line(repr(header.get('type')), 60)} here", job_id) from None
     if expect is not None and mtype not in set(expect):
         raise ProtocolError(f"unexpected message type {mtype.value!r} here", job_id)
     for i, f in enumerate(frames[1:], 1):
         if len(f) > max_frame_bytes:
             raise ProtocolError(f"frame {i} is {len(f)} bytes, more than {max_frame_bytes}", job_id)
     msg = Message(mtype, job_id, header, list(frames[1:]))
-    _VALIDATORS.get(mtype, _no_frames)(msg)
+    try:
+        _inflate(msg)
+        _VALIDATORS.get(mtype, _no_frames)(msg)
+    except ProtocolError as e:
+        e.job_id = e.job_id or job_id
+        raise
     return msg
+
+
+# --------------------------------------------------------------------------- codecs
+
+def shuffle(data, itemsize: int) -> bytes:
+    """Regroup bytes by their position in a sample (all low bytes, then all high bytes ...):
+    16-bit and float pixels deflate much better so.  Pure slicing: C speed, no numpy."""
+    data = bytes(data) if not isinstance(data, bytes) else data
+    if itemsize <= 1:
+        return data
+    return b"".join(data[i::itemsize] for i in range(itemsize))
+
+
+def unshuffle(data: bytes, itemsize: int) -> bytes:
+    if itemsize <= 1:
+        return data
+    n = len(data)
+    if n % itemsize:
+        raise ProtocolError(f"a shuffled frame of {n} bytes is not a whole number of {itemsize}-byte samples")
+    plane = n // itemsize
+    out = bytearray(n)
+    for i in range(itemsize):
+        out[i::itemsize] = data[i * plane:(i + 1) * plane]
+    return bytes(out)
+
+
+def deflate(data, itemsize: int = 1, level: int = 1) -> bytes:
+    return zlib.compress(shuffle(data, itemsize), level)
+
+
+def compress_frames(frames: Sequence[Any], itemsizes: Sequence[int],
+                    min_bytes: int = COMPRESS_MIN_BYTES) -> tuple[list, list]:
+    """(frames, codecs): frames of at least ``min_bytes`` deflated where that makes them smaller;
+    ``codecs`` is the header field (one entry per frame, None = sent as is)."""
+    out, codecs = [], []
+    for f, k in zip(frames, itemsizes):
+        n = f.nbytes if isinstance(f, memoryview) else len(f)
+        if n >= min_bytes:
+            z = deflate(f, k)
+            if len(z) < n:
+                out.append(z)
+                codecs.append([CODEC_ZLIB, n, k])
+                continue
+        out.append(f)
+        codecs.append(None)
+    return out, codecs
+
+
+def _inflate(msg: Message) -> None:
+    """Inflate the frames the header marks as deflated, each to exactly its announced size (a
+    frame that would inflate past it is refused: no zip bomb)."""
+    codecs = msg.header.get("codecs")
+    if codecs is None:
+        return
+    if not isinstance(codecs, list) or len(codecs) != len(msg.frames):
+        raise ProtocolError(f"codecs must list one entry per data frame ({len(msg.frames)})")
+    for i, c in enumerate(codecs):
+        if c is None:
+            continue
+        if (not isinstance(c, list) or len(c) != 3 or c[0] != CODEC_ZLIB
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in c[1:])
+                or not 0 <= c[1] <= MAX_FRAME_BYTES or c[2] not in (1, 2, 4)):
+            raise ProtocolError(f"codecs[{i}] must be null or [\"zlib\", bytes, itemsize 1|2|4]")
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(bytes(msg.frames[i]), c[1] + 1)
+        except zlib.error as e:
+            raise ProtocolError(f"data frame {i + 1} is not valid deflate data ({e})") from None
+        if len(raw) != c[1] or d.unconsumed_tail or not d.eof:
+            raise ProtocolError(f"data frame {i + 1} does not inflate to the announced {c[1]} bytes")
+        msg.frames[i] = unshuffle(raw, c[2])
+    del msg.header["codecs"]
 
 
 def version_mismatch(v: Any) -> str:
@@ -309,6 +440,9 @@ def _validate_enhance(msg: Message) -> None:
         for key in ("options", "post"):
             if key in h:
                 _check_options(h[key], key)
+        accept = h.get("accept", [])
+        if not isinstance(accept, list) or len(accept) > 4 or not all(isinstance(a, str) and len(a) <= 16 for a in accept):
+            raise ProtocolError("enhance.accept must list at most 4 codec names such as \"zlib\"")
         specs = input_specs(h)
         if len(msg.frames) != len(specs):
             raise ProtocolError(f"enhance announces {len(specs)} input frame(s) but carries {len(msg.frames)}")
@@ -354,18 +488,35 @@ def _validate_progress(msg: Message) -> None:
 def _validate_result(msg: Message) -> None:
     h = msg.header
     spec = None if h.get("image") is None else ImageSpec.from_json(h.get("image"), "image")
+    rows = h.get("image_rows")
+    n_image = 0 if spec is None else 1
+    if spec is not None and rows is not None:
+        if (not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BANDS
+                or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rows)
+                or sum(rows) != spec.height):
+            raise ProtocolError(f"result.image_rows must be 1..{MAX_BANDS} positive row counts adding "
+                                f"up to the image height {spec.height}", msg.job_id)
+        n_image = len(rows)
     masks, layers = h.get("masks", []), h.get("layers", [])
     for key, seq in (("masks", masks), ("layers", layers)):
         if not isinstance(seq, list) or len(seq) > MAX_MASKS:
             raise ProtocolError(f"result.{key} must be a list of at most {MAX_MASKS} entries", msg.job_id)
-    n_image = 0 if spec is None else 1
     if len(msg.frames) != n_image + len(masks) + len(layers):
         raise ProtocolError(f"result has {len(msg.frames)} frames, header announces "
                             f"{n_image + len(masks) + len(layers)}", msg.job_id)
     if spec is not None:
+        if n_image > 1:
+            row_bytes = spec.nbytes // spec.height
+            for r, f in zip(rows, msg.frames[:n_image]):
+                n = f.nbytes if isinstance(f, memoryview) else len(f)
+                if n != r * row_bytes:
+                    raise ProtocolError(f"a band of {r} rows has {n} bytes, not {r * row_bytes}", msg.job_id)
+            msg.frames[:n_image] = [b"".join(msg.frames[:n_image])]
+            del h["image_rows"]
         spec.check_frame(msg.frames[0])
     elif not masks:
         raise ProtocolError("a result carries an image, masks, or both", msg.job_id)
+    n_image = 0 if spec is None else 1
     for i, (m, f) in enumerate(zip(masks + layers, msg.frames[n_image:])):
         what = "mask" if i < len(masks) else "layer"
         if not isinstance(m, dict):
@@ -404,32 +555,88 @@ def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: st
                     scale: int = 1, tile: int = 0, roi: Rect | None = None,
                     options: dict | None = None, post: dict | None = None,
                     extra_inputs: Sequence[tuple[str, ImageSpec, Any]] = (),
-                    timeout: float | None = None, reuse: str | None = None) -> list:
+                    timeout: float | None = None, reuse: str | None = None,
+                    compress: bool = False) -> list:
     """An enhance request: ``image`` + ``pixels`` is the first input; ``extra_inputs`` are further
     named frames (e.g. ``("mask", spec, bytes)``); ``reuse`` names a raw output the backend may
-    still hold (a result's ``info["raw_key"]``): then only the post-processing runs again."""
+    still hold (a result's ``info["raw_key"]``): then only the post-processing runs again.
+    ``compress``: deflate large frames and ask for a deflated result (worth it on a network link,
+    not on loopback)."""
     inputs = [{"name": "image", "image": image.to_json()}]
     inputs += [{"name": n, "image": s.to_json()} for n, s, _ in extra_inputs]
+    frames = [pixels, *[p for _, _, p in extra_inputs]]
+    codecs = None
+    if compress:
+        frames, codecs = compress_frames(frames, [image.dtype.itemsize] + [s.dtype.itemsize for _, s, _ in extra_inputs])
+        if not any(codecs):
+            codecs = None
     header = new_header(MsgType.ENHANCE, job_id, op=op, model=model or None, scale=scale,
                         tile=tile, inputs=inputs,
                         roi=roi.to_json() if roi else None, options=options or None,
-                        post=post or None, timeout=timeout, reuse=reuse or None)
-    return encode(header, [pixels, *[p for _, _, p in extra_inputs]])
+                        post=post or None, timeout=timeout, reuse=reuse or None,
+                        accept=[CODEC_ZLIB] if compress else None, codecs=codecs)
+    return encode(header, frames)
+
+
+def band_rows(spec: ImageSpec, max_frame_bytes: int = MAX_FRAME_BYTES) -> list[int]:
+    """Row counts of the bands an image of ``spec`` travels in: one band when it fits a frame."""
+    row = spec.width * spec.channels * spec.dtype.itemsize
+    per = max(1, max_frame_bytes // max(1, row))
+    if per >= spec.height:
+        return [spec.height]
+    rows = [per] * (spec.height // per)
+    if spec.height % per:
+        rows.append(spec.height % per)
+    return rows
 
 
 def result_reply(job_id: str, image: ImageSpec | None, pixels,
                  masks: Sequence[tuple[str, ImageSpec, Any]] = (), info: dict | None = None,
-                 layers: Sequence[tuple[str, ImageSpec, Any]] = ()) -> list:
-    """A result: the image (or None), named 8-bit masks, and named extra layers (e.g. "grain",
-    which the client stacks above the result)."""
+                 layers: Sequence[tuple[str, ImageSpec, Any]] = (), *,
+                 max_frame_bytes: int = MAX_FRAME_BYTES, compress: bool = False) -> list:
+    """A result: the image (or None), named 8-bit masks and named extra layers (e.g. "grain",
+    which the client stacks above the result).  An image larger than ``max_frame_bytes`` goes in
+    row bands (``image_rows``); ``compress`` deflates large frames (when the request accepts it)."""
     header = new_header(MsgType.RESULT, job_id,
                         masks=[{"name": n, "image": s.to_json()} for n, s, _ in masks],
                         info=info or {})
     if layers:
         header["layers"] = [{"name": n, "image": s.to_json()} for n, s, _ in layers]
     header["image"] = image.to_json() if image else None
-    frames = ([pixels] if image is not None else []) + [p for _, _, p in masks] + [p for _, _, p in layers]
+    frames: list = []
+    itemsizes: list = []
+    if image is not None:
+        rows = band_rows(image, max_frame_bytes)
+        view = pixels if isinstance(pixels, memoryview) else memoryview(pixels)
+        view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        row_bytes = image.nbytes // image.height
+        if len(rows) > 1:
+            header["image_rows"] = rows
+            y = 0
+            for r in rows:
+                frames.append(view[y * row_bytes:(y + r) * row_bytes])
+                y += r
+        else:
+            frames.append(view)
+        itemsizes += [image.dtype.itemsize] * len(frames)
+    frames += [p for _, _, p in masks]
+    itemsizes += [1] * len(masks)
+    frames += [p for _, _, p in layers]
+    itemsizes += [s.dtype.itemsize for _, s, _ in layers]
+    if compress:
+        frames, codecs = compress_frames(frames, itemsizes)
+        if any(codecs):
+            header["codecs"] = codecs
     return encode(header, frames)
+
+
+def received_request(job_id: str) -> list:
+    """The client read the result of ``job_id`` (the backend stops counting it as unread)."""
+    return encode(new_header(MsgType.RECEIVED, job_id))
+
+
+def shutdown_request(job_id: str = "shutdown") -> list:
+    return encode(new_header(MsgType.SHUTDOWN, job_id))
 
 
 def error_reply(job_id: str, kind: ErrorKind, message: str, hint: str = "",
