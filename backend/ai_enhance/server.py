@@ -9,6 +9,7 @@ client falls silent (GIMP's Cancel kills the plug-in process outright) is droppe
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import logging
 import logging.handlers
@@ -75,6 +76,7 @@ class Job:
     last_seen: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: P.ErrorKind = P.ErrorKind.CANCELLED
+    heartbeat: float | None = None      # the client's own silence limit (GIMP: ~1 s), else the config's
 
 
 # --------------------------------------------------------------------------- endpoint safety
@@ -235,7 +237,7 @@ class Server:
             now = time.monotonic()
             if now >= next_watch:
                 self._watchdog(now)
-                next_watch = now + 0.5
+                next_watch = now + 0.2    # a client asking for a short heartbeat limit gets it
         self._flush_outbox()
 
     def _send(self, identity: bytes, frames: list) -> None:
@@ -271,6 +273,7 @@ class Server:
             P.MsgType.ENHANCE: self._on_enhance,
             P.MsgType.CANCEL: self._on_cancel,
             P.MsgType.HEARTBEAT: self._on_heartbeat,
+            P.MsgType.MODELS: self._on_models,
         }[msg.type]
         try:
             handler(identity, msg)
@@ -293,7 +296,8 @@ class Server:
                               limits={"max_input_pixels": self.cfg.max_input_pixels,
                                       "max_output_pixels": self.cfg.max_output_pixels,
                                       "max_frame_bytes": self.cfg.max_frame_bytes},
-                              log=str(self.cfg.log_file) if self.cfg.log_file else None, **caps)
+                              log=str(self.cfg.log_file) if self.cfg.log_file else None,
+                              features=["models", "heartbeat"], **caps)
         self._send(identity, P.encode(header))
 
     def _on_heartbeat(self, identity: bytes, msg: P.Message) -> None:
@@ -338,7 +342,7 @@ class Server:
             for job in list(self.jobs.values()):
                 if job.cancel.is_set() or job.state == JobState.DONE:
                     continue
-                if now - job.last_seen > self.cfg.client_timeout:
+                if now - job.last_seen > (job.heartbeat or self.cfg.client_timeout):
                     log.info("job %s: client silent for %.1f s, dropping it", job.job_id, now - job.last_seen)
                     self._cancel(job, P.ErrorKind.CLIENT_GONE)
                 elif job.deadline is not None and now > job.deadline:
@@ -378,7 +382,7 @@ class Server:
                              options=dict(h.get("options") or {}), post=dict(h.get("post") or {}))
             timeout = h.get("timeout")
             job = Job(identity, msg.job_id, req, inputs, msg.frames,
-                      time.monotonic() + timeout if timeout else None)
+                      time.monotonic() + timeout if timeout else None, heartbeat=h.get("heartbeat"))
             self.jobs[job.job_id] = job
             self.queue.append(job)
             position = len(self.queue)
@@ -386,6 +390,69 @@ class Server:
         log.info("job %s: %s %s x%d %dx%d %s queued (%d)", job.job_id, req.op, req.model or "(default)", scale,
                  spec.width, spec.height, spec.dtype.value, position)
         self._send(identity, P.encode(P.new_header(P.MsgType.ACCEPTED, msg.job_id, position=position)))
+
+    # ------------------------------------------------------------ models: install / remove
+    def _on_models(self, identity: bytes, msg: P.Message) -> None:
+        """Downloads run on their own thread: a filter job never waits for a 300 MB transfer (and a
+        download never for a job); cancel, heartbeats and the watchdog work as for a job."""
+        h = msg.header
+        with self.cv:
+            if msg.job_id in self.jobs:
+                raise EnhanceError(P.ErrorKind.BAD_REQUEST, f"job id {msg.job_id} is already in use",
+                                   "use a fresh job id per request")
+            job = Job(identity, msg.job_id, None, {}, [], None, state=JobState.RUNNING,
+                      heartbeat=h.get("heartbeat"))
+            self.jobs[job.job_id] = job
+        log.info("job %s: models %s %s", job.job_id, h["action"], " ".join(h["ids"]))
+        self._send(identity, P.encode(P.new_header(P.MsgType.ACCEPTED, msg.job_id, position=0)))
+        threading.Thread(target=self._run_models, args=(job, P.ModelsAction(h["action"]), list(h["ids"])),
+                         name=f"ai-enhance-models-{job.job_id[:8]}", daemon=True).start()
+
+    def _run_models(self, job: Job, action: P.ModelsAction, ids: list[str]) -> None:
+        from .models import install
+
+        with self._poster() as post:
+            def progress(fraction: float, text: str = "") -> None:
+                post(job, P.progress_reply(job.job_id, fraction, text), False)
+
+            store = self.engine.store
+            try:
+                if action is P.ModelsAction.INSTALL:
+                    report = install.install(store, ids, progress, job.cancel.is_set)
+                else:
+                    report = install.remove(store, ids, progress)
+                self._refresh_caps()      # now, so that the client's next ping lists the change
+                reply = P.done_reply(job.job_id, report.to_json())
+            except Cancelled:
+                reply = self._cancel_reply(job)
+            except EnhanceError as e:
+                reply = P.error_reply(job.job_id, e.kind, e.message, e.hint)
+            except Exception as e:  # noqa: BLE001
+                log.exception("job %s: models %s failed", job.job_id, action.value)
+                reply = P.error_reply(job.job_id, P.ErrorKind.INTERNAL, f"internal backend error ({type(e).__name__})",
+                                      f"see the log {self.cfg.log_file}")
+            with self.cv:
+                job.state = JobState.DONE
+            post(job, reply, True)
+
+    @contextlib.contextmanager
+    def _poster(self):
+        """post(job, frames, final) for a thread other than the main one: replies go through the
+        outbox, and an inproc socket of the thread's own wakes the main loop."""
+        wake = self.ctx.socket(zmq.PUSH)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self.wake_addr)
+
+        def post(job: Job, frames: list, final: bool) -> None:
+            self.outbox.put((job.identity, job.job_id, frames, final))
+            try:
+                wake.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        try:
+            yield post
+        finally:
+            wake.close(0)
 
     # ------------------------------------------------------------ worker thread
     def _worker(self) -> None:

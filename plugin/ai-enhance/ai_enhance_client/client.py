@@ -18,6 +18,8 @@ from .settings import Settings
 ProgressFn = Callable[[float, str], None]
 
 HEARTBEAT_S = 1.0
+#: How long a cancelling client waits for the backend to confirm that the job stopped.
+CONFIRM_S = 3.0
 
 
 class ClientError(Exception):
@@ -26,6 +28,8 @@ class ClientError(Exception):
     def __init__(self, message: str, kind: str = "connection"):
         super().__init__(P.one_line(message))
         self.kind = kind
+        self.confirmed: bool | None = None     # a cancel: did the backend confirm it stopped?
+        self.seconds: float | None = None      # ...and how long that took
 
 
 @dataclass
@@ -40,10 +44,16 @@ class Client:
     """One DEALER socket to the backend.  Not thread-safe; cheap to create."""
 
     def __init__(self, endpoint: str | None = None, *, settings: Settings | None = None,
-                 idle_timeout: float = 30.0, context: zmq.Context | None = None):
+                 idle_timeout: float = 30.0, context: zmq.Context | None = None,
+                 heartbeat: float | None = None):
         self.settings = settings or Settings.load()
         self.endpoint = endpoint or self.settings.endpoint
         self.idle_timeout = idle_timeout
+        #: None: heartbeats every HEARTBEAT_S and the backend's own silence limit; a number: ask the
+        #: backend to drop this client's jobs after that many silent seconds (and beat 4x as often),
+        #: so that a killed client (GIMP's status-bar Cancel) stops the backend within ~1-2 s
+        self.heartbeat = heartbeat
+        self.beat_s = HEARTBEAT_S if heartbeat is None else max(0.05, min(HEARTBEAT_S, heartbeat / 4))
         self._ctx = context or zmq.Context.instance()
         self._sock = None
 
@@ -149,6 +159,29 @@ class Client:
     def cancel(self, job_id: str) -> None:
         self._socket().send_multipart(P.encode(P.new_header(P.MsgType.CANCEL, job_id)))
 
+    def _cancel_confirmed(self, job_id: str, wait: float = CONFIRM_S) -> "ClientError":
+        """Cancel ``job_id`` and wait for the backend to say it stopped (its `cancelled` error, or
+        the result that was already on its way): the ClientError to raise, with ``confirmed`` and
+        the ``seconds`` it took."""
+        t0 = time.monotonic()
+        self.cancel(job_id)
+        confirmed = False
+        while time.monotonic() - t0 < wait:
+            msg = self._recv(job_id, max(0.01, wait - (time.monotonic() - t0)))
+            if msg is None:
+                break
+            if msg.type in (P.MsgType.ERROR, P.MsgType.RESULT, P.MsgType.DONE):
+                confirmed = True
+                break
+            if msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":
+                confirmed = True      # gone already
+                break
+        err = ClientError("cancelled" if confirmed else
+                          f"cancelled (the backend did not confirm within {wait:.0f} s)",
+                          P.ErrorKind.CANCELLED.value)
+        err.confirmed, err.seconds = confirmed, time.monotonic() - t0
+        return err
+
     def enhance(self, *, op: str, spec: P.ImageSpec, pixels, model: str | None = None, scale: int = 1,
                 tile: int = 0, roi: P.Rect | None = None, options: dict | None = None,
                 post: dict | None = None, mask: tuple[P.ImageSpec, bytes] | None = None,
@@ -165,19 +198,41 @@ class Client:
         extra = [("mask", mask[0], mask[1])] if mask is not None else []
         sock.send_multipart(P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels,
                                               scale=scale, tile=tile, roi=roi, options=options,
-                                              post=post, extra_inputs=extra),
+                                              post=post, extra_inputs=extra, heartbeat=self.heartbeat),
                             copy=False)
+        return self._wait(job_id, on_progress, should_cancel)
+
+    def install_models(self, ids: list[str], *, on_progress: ProgressFn | None = None,
+                       should_cancel: Callable[[], bool] | None = None, job_id: str | None = None) -> dict:
+        """The backend downloads the catalogue models ``ids`` (with what they need), verified;
+        returns what changed (``installed``, ``present``, ``bytes``).  Cancelling keeps the partial
+        file: the next install resumes it."""
+        return self._models(P.ModelsAction.INSTALL, ids, on_progress, should_cancel, job_id)
+
+    def remove_models(self, ids: list[str], *, job_id: str | None = None) -> dict:
+        """The backend deletes the files of ``ids`` (and support files only they needed)."""
+        return self._models(P.ModelsAction.REMOVE, ids, None, None, job_id)
+
+    def _models(self, action, ids, on_progress, should_cancel, job_id) -> dict:
+        job_id = job_id or "models-" + uuid.uuid4().hex[:16]
+        self._socket().send_multipart(P.models_request(job_id, action, ids, heartbeat=self.heartbeat))
+        return self._wait(job_id, on_progress, should_cancel)
+
+    def _wait(self, job_id: str, on_progress: ProgressFn | None,
+              should_cancel: Callable[[], bool] | None):
+        """The replies of one request until its end: a Result (enhance), the info dict (models) or
+        a ClientError; heartbeats meanwhile."""
+        sock = self._socket()
         last_seen = time.monotonic()
-        next_beat = last_seen + HEARTBEAT_S
+        next_beat = last_seen + self.beat_s
         while True:
             now = time.monotonic()
             if should_cancel is not None and should_cancel():
-                self.cancel(job_id)
-                raise ClientError("cancelled", P.ErrorKind.CANCELLED.value)
+                raise self._cancel_confirmed(job_id)
             if now >= next_beat:
                 sock.send_multipart(P.encode(P.new_header(P.MsgType.HEARTBEAT, job_id)))
-                next_beat = now + HEARTBEAT_S
-            msg = self._recv(job_id, max(0.01, next_beat - now))
+                next_beat = now + self.beat_s
+            msg = self._recv(job_id, max(0.01, min(next_beat - now, 0.1 if should_cancel else 1e9)))
             if msg is None:
                 if time.monotonic() - last_seen > self.idle_timeout:
                     self._reset()
@@ -197,6 +252,8 @@ class Client:
                 for m, f in zip(h.get("masks", []), frames):
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
                 return Result(spec_out, pixels, masks, h.get("info", {}))
+            elif msg.type == P.MsgType.DONE:
+                return dict(msg.header.get("info") or {})
             elif msg.type == P.MsgType.ERROR:
                 raise ClientError(_error_text(msg.header), msg.header.get("kind", "internal"))
             elif msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":
