@@ -138,5 +138,5 @@ def human_size(n: int | None) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.1f} GB"
     if n >= 1e6:
-        return f"{n / 1e6:.0f} MB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+        return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
     return f"{max(1, round(n / 1e3))} KB"
