@@ -253,4 +253,4 @@ def explain(kind: str, message: str, log: str | None = None) -> str:
             plain = "GIMP cannot reach the AI Enhance engine." + where_log
     if plain is None:
         return message
-    return f"{plain}\n({message})" if k != "cancelled" else plain
+    return f"{plain} Details: {message}" if k != "cancelled" else plain

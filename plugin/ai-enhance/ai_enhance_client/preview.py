@@ -115,14 +115,18 @@ def enlarge(rgb: bytes, width: int, height: int, scale: int, bpp: int = 3) -> by
     return b"".join(rows)
 
 
-def blend(before: bytes, after: bytes, strength: float) -> bytes:
-    """What the new layer at opacity ``strength`` over the original looks like (normal mode)."""
+def blend(before: bytes, after: bytes, strength: float, mask: bytes | None = None, bpp: int = 3) -> bytes:
+    """What the new layer at opacity ``strength`` over the original looks like (normal mode),
+    through its layer mask when it has one (one byte per pixel, e.g. the faces found)."""
     a = max(0, min(256, int(round(strength * 256))))
-    if a >= 256:
-        return bytes(after)
-    if a <= 0:
-        return bytes(before)
-    return bytes(b + (((r - b) * a) >> 8) for b, r in zip(before, after))
+    if mask is None:
+        if a >= 256:
+            return bytes(after)
+        if a <= 0:
+            return bytes(before)
+        return bytes(b + (((r - b) * a) >> 8) for b, r in zip(before, after))
+    weights = [(m * a + 127) // 255 for m in mask]
+    return bytes(b + (((r - b) * weights[i // bpp]) >> 8) for i, (b, r) in enumerate(zip(before, after)))
 
 
 def split(before: bytes, after: bytes, width: int, height: int, at: int, bpp: int = 3) -> bytes:
