@@ -951,6 +951,8 @@ class FilterDialog:
             if w is not None and p.applies_to:
                 w.set_visible(p.name in applicable(self.op, row))
         self._update_download(row)
+        if not row.installed:
+            self.preview.status.set_text("The preview needs the model: download it first.")
         self.preview.request()
 
     def _update_download(self, row):

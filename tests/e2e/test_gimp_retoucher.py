@@ -38,7 +38,13 @@ def retouch_backend(tmp_path_factory):
     d = tmp_path_factory.mktemp("retouch-models")
     make_compact(d / "nearest-x4.pth", zero_last=True, seed=6)
     make_compact(d / "nearest-x1.pth", scale=1, zero_last=True, seed=7)
-    make_compact(d / "realesr-animevideov3.pth", seed=1)
+    # the real fast models when they are at hand (the screenshots then show real results)
+    for name in ("realesr-animevideov3.pth", "ffdnet_color.pth"):
+        real = _weights() / name if _weights() else None
+        if real is not None and real.is_file():
+            os.symlink(real, d / name)
+    if not (d / "realesr-animevideov3.pth").exists():
+        make_compact(d / "realesr-animevideov3.pth", seed=1)
     make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=4, seed=5)
     src = tmp_path_factory.mktemp("served")
     data = make_compact(src / "tiny-dl.pth", zero_last=True, seed=21).read_bytes()
@@ -63,6 +69,25 @@ def retouch_backend(tmp_path_factory):
     srv.shutdown()
 
 
+def _weights() -> Path | None:
+    for c in (os.environ.get("AI_ENHANCE_MODELS_DIR"), REPO.parent / "shared" / "weights"):
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+PHOTO = (240, 180)
+
+
+def _photo_bytes() -> bytes:
+    """skimage's astronaut at PHOTO size, RGB u8 (a real photo for the docs' screenshots)."""
+    import numpy as np
+    from skimage import data, transform
+
+    img = transform.resize(data.astronaut()[:384, 64:576], (PHOTO[1], PHOTO[0]), anti_aliasing=True)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8).tobytes()
+
+
 def _setup(model: str | None = None, **values) -> list[dict]:
     """Steps that choose the model and values in the dialog (an interactive run starts from the
     last values GIMP remembers, whatever the caller put in the config)."""
@@ -72,13 +97,16 @@ def _setup(model: str | None = None, **values) -> list[dict]:
 
 def _dialog_case(op) -> dict:
     model = {"upscale": "realesr-animevideov3", "faces": None}.get(op.name, "nearest-x1")
+    if op.name == "denoise" and _weights() and (_weights() / "ffdnet_color.pth").is_file():
+        model = "ffdnet-color"
     values = {"strength": op.strength_default}
     if op.param("scale"):
         values["scale"] = 2 if op.name == "upscale" else 1
     steps = _setup(model, **values) + ([{"do": "wait_preview", "timeout": 90}] if model else []) + [
         {"do": "expand"}, {"do": "report"}, {"do": "shot", "name": f"dialog-{op.name}.png"},
         {"do": "help"}, {"do": "respond", "answer": "cancel"}]
-    return {"name": f"dialog_{op.name}", "op": op.name, "proc": op.proc_name, "steps": steps}
+    return {"name": f"dialog_{op.name}", "op": op.name, "proc": op.proc_name, "steps": steps,
+            "photo": True}
 
 
 UP = "python-fu-ai-enhance-upscale"
@@ -125,11 +153,16 @@ def retouch_run(gimp, retouch_backend):
            "AI_ENHANCE_DIALOG_SCRIPT": "{work}/script.json", "AI_ENHANCE_DIALOG_REPORT": "{work}/report.json",
            "AI_ENHANCE_PROGRESS_CANCEL": "{work}/cancel.txt", "AI_ENHANCE_PROGRESS_REPORT": "{work}/progress.json",
            "AI_ENHANCE_HELP_LOG": "{work}/help.log", "AI_ENHANCE_SHOT_DIR": "{work}/tmp"}
+    from ai_enhance_client.client import Client
+    with Client(retouch_backend.endpoint) as c:          # the download cases start from "missing"
+        if any(m["id"] in ("tiny-dl", "tiny-dl2") and m["installed"] for m in c.ping()["models"]):
+            c.remove_models(["tiny-dl", "tiny-dl2"])
     keep = os.environ.get("AI_ENHANCE_E2E_KEEP")
     os.environ["AI_ENHANCE_E2E_KEEP"] = "1"          # the screenshots are read after the run
     try:
         run = gimp.run("retoucher.py", display=True, timeout=900, env=env,
-                       params={"cases": CASES, "models_actions": [["install", "tiny-dl2"], ["remove", "tiny-dl2"]]})
+                       files={"photo.rgb": _photo_bytes()},
+                       params={"cases": CASES, "photo": list(PHOTO), "models_actions": [["install", "tiny-dl2"], ["remove", "tiny-dl2"]]})
     finally:
         if keep is None:
             del os.environ["AI_ENHANCE_E2E_KEEP"]
@@ -160,9 +193,12 @@ def test_every_dialog_builds_from_the_table(retouch_run, op):
     if op.tile:
         assert d["tile_auto"] is True and d["values"]["tile-size"] == 0, "tile size: Automatic by default"
     assert d["advanced"] == (op.tile or any(p.advanced for p in op.params))
-    assert d["summary"] and d["area"].startswith("Processes the whole layer (160 \u00d7 120)")
+    w, h = PHOTO
+    assert d["summary"] and d["area"] == f"Processes the whole layer ({w} \u00d7 {h})"
     if op.param("scale") and d["values"]["scale"] == 2:
-        assert d["summary"] == "Image 160 \u00d7 120 \u2192 320 \u00d7 240"
+        assert d["summary"] == f"Image {w} \u00d7 {h} \u2192 {2 * w} \u00d7 {2 * h}"
+    elif op.param("scale") is None or d["values"]["scale"] == 1:
+        assert d["summary"] == f"Output {w} \u00d7 {h} (same size)"
     # the Help button opens this filter's page, installed with the plug-in
     assert r["help"] and r["help"][-1].endswith(f"/ai-enhance/help/{op.name}.html")
     assert (REPO / "plugin" / "ai-enhance" / "help" / f"{op.name}.html").is_file()
@@ -283,3 +319,135 @@ def _small_pngs(folder: Path, names) -> dict:
         q.save(buf, "PNG", optimize=True)
         out[n] = buf.getvalue()
     return out
+
+
+# --------------------------------------------------------------------------- the Layers dock
+
+SESSIONRC = b"""(session-info "toplevel"
+    (factory-entry "gimp-single-image-window")
+    (position 0 0)
+    (size 1100 640)
+    (open-on-exit)
+    (aux-info
+        (left-docks-width "188")
+        (right-docks-width "420")
+        (maximized "no"))
+    (gimp-toolbox
+        (side left)
+        (book
+            (current-page 0)
+            (dockable "gimp-tool-options"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-device-status"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-undo-history"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-image-list"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))))
+    (gimp-dock
+        (side right)
+        (book
+            (current-page 0)
+            (dockable "gimp-brush-grid"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-pattern-grid"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-font-list"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-document-list"
+                (tab-style icon)
+                (aux-info
+                    (show-button-bar "true"))))
+        (book
+            (position 250)
+            (current-page 0)
+            (dockable "gimp-layer-list"
+                (tab-style icon)
+                (preview-size 32)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-channel-list"
+                (tab-style icon)
+                (preview-size 32)
+                (aux-info
+                    (show-button-bar "true")))
+            (dockable "gimp-vectors-list"
+                (tab-style icon)
+                (preview-size 32)
+                (aux-info
+                    (show-button-bar "true"))))))
+
+(hide-docks no)
+(single-window-mode yes)
+(show-tabs yes)
+(tabs-position 0)
+(last-tip-shown 0)
+
+# end of sessionrc
+"""
+DOCK_BOX = (670, 262, 1100, 640)     # the Layers dock of that window (left, top, right, bottom)
+
+
+@pytest.fixture(scope="module")
+def dock_run(gimp, retouch_backend):
+    """GIMP with its windows (gimp-3 on Xvfb): two filters on a photo, then the screen."""
+    if not any((gimp.root / "usr/bin").glob("xvfb-run")):
+        pytest.skip(f"{gimp.root} has no xvfb-run")
+    denoise = "ffdnet-color" if _weights() and (_weights() / "ffdnet_color.pth").is_file() else "nearest-x1"
+    runs = [["python-fu-ai-enhance-upscale", {"model": "realesr-animevideov3", "scale": 2, "strength": 0.8}],
+            ["python-fu-ai-enhance-denoise", {"model": denoise, "strength": 0.6}]]
+    keep = os.environ.get("AI_ENHANCE_E2E_KEEP")
+    os.environ["AI_ENHANCE_E2E_KEEP"] = "1"
+    try:
+        run = gimp.run("layers_dock.py", gui=True, timeout=300, files={"photo.rgb": _photo_bytes()},
+                       profile_files={"sessionrc": SESSIONRC},
+                       env={"AI_ENHANCE_ENDPOINT": retouch_backend.endpoint},
+                       params={"photo": list(PHOTO), "runs": runs})
+    finally:
+        if keep is None:
+            del os.environ["AI_ENHANCE_E2E_KEEP"]
+        else:
+            os.environ["AI_ENHANCE_E2E_KEEP"] = keep
+    yield run
+    if keep != "1":
+        shutil.rmtree(run.workdir, ignore_errors=True)
+
+
+def test_layers_dock_after_two_filters(dock_run, gimp):
+    r = dock_run.case("layers_dock")
+    assert all(x["success"] for x in r["runs"].values()), r["runs"]
+    names = r["layers"]
+    # each result sits directly above the layer it came from: the second filter ran on Background
+    assert names[0].startswith("AI Upscale \u00d72 \u00b7 ") and names[1].startswith("AI Denoise \u00b7 ")
+    assert names[-1] == "Background"
+    import io
+
+    from PIL import Image
+
+    screen = Image.open(dock_run.workdir / "tmp" / "screen.png").convert("RGB")
+    dock = screen.crop(DOCK_BOX)
+    assert len(set(dock.getdata())) > 50, "the dock is drawn (not a blank screen)"
+    buf = io.BytesIO()
+    dock.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, "PNG", optimize=True)
+    assert len(buf.getvalue()) < MAX_PNG
+    if os.environ.get("AI_ENHANCE_UPDATE_DOCS_IMG") == "1" and gimp.label == "gimp3.0":
+        (DOCS_IMG / "layers-dock.png").write_bytes(buf.getvalue())
+        small = screen.crop((0, 0, 1100, 640)).resize((825, 480), Image.LANCZOS)
+        buf = io.BytesIO()
+        small.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, "PNG", optimize=True)
+        if len(buf.getvalue()) < MAX_PNG:
+            (DOCS_IMG / "gimp-window.png").write_bytes(buf.getvalue())

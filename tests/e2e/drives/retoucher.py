@@ -42,7 +42,13 @@ def _one(c):
         f.write(c.get("cancel", ""))
     for p in (REPORT, PROGRESS):
         _reset(p)
-    img, layer = _photo(*c.get("size", (160, 120)))
+    if c.get("photo"):
+        w, h = PARAMS["photo"]
+        img = new_image(w, h)
+        layer = add_layer(img, "Background", w, h, fmt="R'G'B' u8",
+                          data=open(os.path.join(PARAMS["workdir"], "photo.rgb"), "rb").read())
+    else:
+        img, layer = _photo(*c.get("size", (160, 120)))
     if c.get("select"):
         select_rect(img, *c["select"])
     proc = Gimp.get_pdb().lookup_procedure(c["proc"])
