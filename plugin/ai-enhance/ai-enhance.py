@@ -269,6 +269,16 @@ class ProgressWindow:
             Gtk.main_iteration_do(False)
             n += 1
 
+    def show_cancelled(self, confirmed: bool, seconds: float = 0.6) -> None:
+        """Say it, briefly, where the retoucher looked: the window (and the status bar)."""
+        self.label.set_text(f"{self.title}: cancelled" + (", the engine stopped; nothing was added"
+                                                         if confirmed else "; nothing was added"))
+        self.bar.set_fraction(0.0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            self.pump()
+            time.sleep(0.03)
+
     def close(self) -> None:
         self.win.destroy()
         self.pump()
@@ -354,8 +364,11 @@ class Job:
             result = run_in_background(call, to_gimp, window=self.window)
         except client_mod.ClientError as e:
             if e.kind == P.ErrorKind.CANCELLED.value:
+                Gimp.progress_set_text(f"{title}: cancelled; nothing was added")
+                Gimp.progress_update(0.0)
+                if self.window is not None:
+                    self.window.show_cancelled(bool(e.confirmed))
                 _TestHook.cancelled(self.window, e)
-                Gimp.progress_set_text(f"{title}: cancelled")
                 raise Cancelled(str(e)) from None
             raise _client_error(e, self.caps) from None
         self._check_result(plan, result, tr)

@@ -114,6 +114,7 @@ def test_size_summary():
     ("model_missing", "model 'gfpgan-v1.4' is not installed", "click Download"),
     ("out_of_memory", "out of memory", "smaller tile size under Advanced"),
     ("internal", "internal backend error (KeyError)", "/var/log/b.log"),
+    ("bad_request", "unknown message type 'models'", "older than the plug-in"),
 ])
 def test_errors_say_what_to_do_inside_gimp(kind, message, words):
     text = F.explain(kind, message, log="/var/log/b.log")

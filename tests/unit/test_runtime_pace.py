@@ -102,15 +102,17 @@ def test_paced_tile_on_cpu_only_and_never_below_the_floor(engine, monkeypatch):
     p = pace.Pace()
     p.seconds_per_px = 1e-3          # 1 ms per pixel: a 512 px tile would take 262 s
     monkeypatch.setattr(lm, "pace", p, raising=False)
-    monkeypatch.setenv(pace.ENV_TILE_SECONDS, "100")
+    monkeypatch.setenv(pace.ENV_TILE_SECONDS, "200")
     assert pace.paced_tile(lm, "cuda", 512, (4000, 3000), 32) == 512
     side = pace.paced_tile(lm, "cpu", 512, (4000, 3000), 32, align=4)
-    assert side == 316 and side % 4 == 0          # sqrt(100 s / 1 ms) = 316
+    assert side == 444 and side % 4 == 0          # sqrt(200 s / 1 ms) = 447, aligned to 4
     monkeypatch.setenv(pace.ENV_TILE_SECONDS, "1")
     assert pace.paced_tile(lm, "cpu", 512, (4000, 3000), 32) == pace.MIN_SIDE
-    # a small job stays in one piece: splitting it would only add context work
+    # a small job stays in one piece: splitting it would only add context work (a preview's 256 px
+    # region with its context, however slow the model)
     monkeypatch.setenv(pace.ENV_TILE_SECONDS, "15")
     assert pace.paced_tile(lm, "cpu", 512, (60, 60), 32) == 512
+    assert pace.paced_tile(lm, "cpu", 512, (256, 256), 32) == 512
 
 
 def test_pace_learns_from_measured_tiles():

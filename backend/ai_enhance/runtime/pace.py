@@ -24,11 +24,12 @@ log = logging.getLogger("ai_enhance.pace")
 
 ENV_TILE_SECONDS = "AI_ENHANCE_TILE_SECONDS"
 #: Seconds one tile should take on a CPU.  Not less: every tile recomputes its context (32 px on
-#: each side), so a 256 px tile does about twice the work of its core, a 512 px one 1.4 times;
-#: progress moves within a tile anyway (see tiled._TileClock).
-TARGET_S = 15.0
+#: each side), so a 256 px tile does about twice the work of its core, a 384 px one 1.6 times, a
+#: 512 px one 1.4 times; progress moves and a cancel lands within a tile anyway (tiled._TileClock,
+#: interrupt.py), so the time cap only keeps "tile k of n" and the between-tile checks coming.
+TARGET_S = 30.0
 #: Never smaller than this (the context around each tile would dominate the work).
-MIN_SIDE = 256
+MIN_SIDE = 384
 #: A job whose one-piece run is estimated under this many target-lengths stays in one piece.
 ONE_PIECE_FACTOR = 1.5
 
@@ -165,8 +166,9 @@ def paced_tile(net, device_kind: str, memory_tile: int, region: tuple[int, int],
     target = target_seconds()
     w, h = region
     one_piece = (w + 2 * context) * (h + 2 * context)
-    if one_piece * spp <= ONE_PIECE_FACTOR * target and (memory_tile <= 0 or max(w, h) + 2 * context <= memory_tile):
-        return memory_tile
+    if (one_piece * spp <= ONE_PIECE_FACTOR * target or max(w, h) + 2 * context <= MIN_SIDE) \
+            and (memory_tile <= 0 or max(w, h) + 2 * context <= memory_tile):
+        return memory_tile        # one piece: splitting would only add context work
     side = int(math.sqrt(target / spp))
     side = max(MIN_SIDE, minimum, side)
     if memory_tile > 0:

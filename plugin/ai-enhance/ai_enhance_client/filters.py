@@ -242,6 +242,9 @@ def explain(kind: str, message: str, log: str | None = None) -> str:
         "client_gone": "The job was stopped because GIMP stopped waiting for it.",
         "cancelled": "Cancelled; nothing was added.",
     }.get(k)
+    if k == "bad_request" and "unknown message type" in message:
+        plain = ("The AI Enhance engine is older than the plug-in. Run the AI Enhance installer again "
+                 "so that both match.")
     if k == "connection":
         if "none is installed" in message or "cannot start the backend" in message:
             plain = ("The AI Enhance engine is not installed (or GIMP cannot find it). Run the AI "
