@@ -134,6 +134,7 @@ def test_banded_convolution_gives_the_same_result(monkeypatch, k, pad, groups, c
         ref = conv(x)
     work = []
     monkeypatch.setattr(interrupt, "BAND_MACS", 2000.0)         # force many bands of a few rows
+    monkeypatch.setattr(interrupt, "BAND_MIN_PX", 1)
     interrupt.prepare(conv)
     with torch.inference_mode(), interrupt.watching(lambda: False, work.append):
         got = conv(x)
@@ -148,6 +149,7 @@ def test_banded_convolution_gives_the_same_result(monkeypatch, k, pad, groups, c
 def test_banded_convolution_stops_between_bands(monkeypatch):
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     monkeypatch.setattr(interrupt, "BAND_MACS", 5000.0)
+    monkeypatch.setattr(interrupt, "BAND_MIN_PX", 1)
     interrupt.prepare(conv)
     calls = []
 
