@@ -126,6 +126,11 @@ CASES = [_dialog_case(op) for op in optable.menu_ops()] + [
          {"do": "report"}, {"do": "set", "prop": "strength", "value": 1.0},
          {"do": "drag", "by": [120, 100]}, {"do": "wait_preview", "count": 2, "timeout": 60},
          {"do": "report"}, {"do": "respond", "answer": "cancel"}]},
+    {"name": "preview_cancelled_by_a_change", "op": "upscale", "proc": UP,
+     "steps": _setup("slow-x4", scale=4) + [{"do": "wait", "seconds": 1.5}, {"do": "report"},
+                                             {"do": "model", "id": "nearest-x4"},
+                                             {"do": "wait_preview", "timeout": 60}, {"do": "report"},
+                                             {"do": "respond", "answer": "cancel"}]},
     {"name": "preview_at_selection", "op": "denoise", "proc": "python-fu-ai-enhance-denoise",
      "select": (10, 20, 30, 20),
      "steps": _setup("nearest-x1") + [{"do": "wait_preview", "timeout": 60}, {"do": "report"},
@@ -236,6 +241,18 @@ def test_preview_shows_the_model_toggles_blends_and_follows_a_drag(retouch_run):
     assert zero["preview"]["digest"] == orig["preview"]["digest"], "strength 0 % shows the original"
     assert moved["preview"]["shown"] == 2 and moved["preview"]["region"] != res["preview"]["region"]
     assert res["preview"]["seconds"] < 10
+
+
+def test_a_change_cancels_the_preview_in_flight(retouch_run):
+    """The slow model's preview is still computing when the model changes: it is cancelled at
+    once (the backend runs one job at a time, so the fast model's preview would otherwise wait
+    the slow one's many seconds)."""
+    _, d = _dialog(retouch_run, "preview_cancelled_by_a_change")
+    busy, done = d["snapshots"]
+    assert busy["active"] == "slow-x4" and busy["preview"]["state"] == "computing"
+    assert done["active"] == "nearest-x4" and done["preview"]["state"] == "shown"
+    assert done["preview"]["shown"] == 1, "the slow preview never arrived"
+    assert done["preview"]["seconds"] < 5, done["preview"]
 
 
 def test_preview_starts_at_the_selection(retouch_run):
