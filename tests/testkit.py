@@ -64,6 +64,16 @@ def make_rrdb(path: Path, *, scale: int = 4, num_filters: int = 16, num_blocks: 
     return path
 
 
+def link(src: Path, dst: Path) -> Path:
+    """Put a (cached or shared) model file into a test models folder: a hard link, or a copy
+    across file systems; never a symlink (the backend refuses links out of its models folder)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    return dst
+
+
 # --------------------------------------------------------------------------- backend process
 
 def free_port() -> int:

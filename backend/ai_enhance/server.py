@@ -17,6 +17,7 @@ client with a job is told "backend shutting down" before the process exits.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -96,6 +97,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: P.ErrorKind = P.ErrorKind.CANCELLED
     compress: bool = False              # the client accepts deflated frames
+    heartbeat: float | None = None      # the client's own silence limit (GIMP: ~1 s), else the config's
 
 
 @dataclass
@@ -329,7 +331,7 @@ class Server:
             now = time.monotonic()
             if now >= next_watch:
                 self._watchdog(now)
-                next_watch = now + 0.5
+                next_watch = now + 0.2    # a client asking for a short heartbeat limit gets it
         self._flush_outbox()
 
     def _turn(self, poller, timeout_ms: int) -> None:
@@ -482,6 +484,7 @@ class Server:
             P.MsgType.HEARTBEAT: self._on_heartbeat,
             P.MsgType.RECEIVED: self._on_received,
             P.MsgType.SHUTDOWN: self._on_shutdown,
+            P.MsgType.MODELS: self._on_models,
         }[msg.type]
         try:
             if msg.type == P.MsgType.SHUTDOWN:
@@ -523,7 +526,8 @@ class Server:
                                       "max_output_pixels": self.cfg.max_output_pixels,
                                       "max_frame_bytes": self.cfg.max_frame_bytes,
                                       "max_side": P.MAX_SIDE},
-                              log=str(self.cfg.log_file) if self.cfg.log_file else None, **caps)
+                              log=str(self.cfg.log_file) if self.cfg.log_file else None,
+                              features=["models", "heartbeat"], **caps)
         self._send(identity, P.encode(header))
 
     def _on_heartbeat(self, identity: bytes, msg: P.Message) -> None:
@@ -572,7 +576,7 @@ class Server:
             for job in list(self.jobs.values()):
                 if job.cancel.is_set() or job.state == JobState.DONE:
                     continue
-                if now - job.last_seen > self.cfg.client_timeout:
+                if now - job.last_seen > (job.heartbeat or self.cfg.client_timeout):
                     log.info("job %s: client silent for %.1f s, dropping it", job.job_id, now - job.last_seen)
                     self._cancel(job, P.ErrorKind.CLIENT_GONE)
                 elif job.deadline is not None and now > job.deadline:
@@ -651,7 +655,7 @@ class Server:
             timeout = h.get("timeout")
             job = Job(identity, msg.job_id, req, inputs, msg.frames,
                       time.monotonic() + timeout if timeout else None,
-                      compress=P.CODEC_ZLIB in (h.get("accept") or []))
+                      compress=P.CODEC_ZLIB in (h.get("accept") or []), heartbeat=h.get("heartbeat"))
             self.jobs[job.job_id] = job
             self.queue.append(job)
             position = len(self.queue)
@@ -662,8 +666,54 @@ class Server:
                                                    pid=os.getpid(),
                                                    log=str(self.cfg.log_file) if self.cfg.log_file else None)))
 
-    # ------------------------------------------------------------ worker thread
-    def _worker(self) -> None:
+    # ------------------------------------------------------------ models: install / remove
+    def _on_models(self, identity: bytes, msg: P.Message) -> None:
+        """Downloads run on their own thread: a filter job never waits for a 300 MB transfer (and a
+        download never for a job); cancel, heartbeats and the watchdog work as for a job."""
+        h = msg.header
+        with self.cv:
+            if msg.job_id in self.jobs:
+                raise EnhanceError(P.ErrorKind.BAD_REQUEST, f"job id {msg.job_id} is already in use",
+                                   "use a fresh job id per request")
+            job = Job(identity, msg.job_id, None, {}, [], None, state=JobState.RUNNING,
+                      heartbeat=h.get("heartbeat"))
+            self.jobs[job.job_id] = job
+        log.info("job %s: models %s %s", job.job_id, h["action"], " ".join(h["ids"]))
+        self._send(identity, P.encode(P.new_header(P.MsgType.ACCEPTED, msg.job_id, position=0)))
+        threading.Thread(target=self._run_models, args=(job, P.ModelsAction(h["action"]), list(h["ids"])),
+                         name=f"ai-enhance-models-{job.job_id[:8]}", daemon=True).start()
+
+    def _run_models(self, job: Job, action: P.ModelsAction, ids: list[str]) -> None:
+        from .models import install
+
+        with self._poster() as post:
+            def progress(fraction: float, text: str = "") -> None:
+                post(job, P.progress_reply(job.job_id, fraction, text), False)
+
+            store = self.engine.store
+            try:
+                if action is P.ModelsAction.INSTALL:
+                    report = install.install(store, ids, progress, job.cancel.is_set)
+                else:
+                    report = install.remove(store, ids, progress)
+                self._refresh_caps()      # now, so that the client's next ping lists the change
+                reply = P.done_reply(job.job_id, report.to_json())
+            except Cancelled:
+                reply = self._cancel_reply(job)
+            except EnhanceError as e:
+                reply = P.error_reply(job.job_id, e.kind, e.message, e.hint)
+            except Exception as e:  # noqa: BLE001
+                log.exception("job %s: models %s failed", job.job_id, action.value)
+                reply = P.error_reply(job.job_id, P.ErrorKind.INTERNAL, f"internal backend error ({type(e).__name__})",
+                                      f"see the log {self.cfg.log_file}")
+            with self.cv:
+                job.state = JobState.DONE
+            post(job, reply, True)
+
+    @contextlib.contextmanager
+    def _poster(self):
+        """post(job, frames, final) for a thread other than the main one: replies go through the
+        outbox, and an inproc socket of the thread's own wakes the main loop."""
         wake = self.ctx.socket(zmq.PUSH)
         wake.setsockopt(zmq.LINGER, 0)
         wake.connect(self.wake_addr)
@@ -674,8 +724,14 @@ class Server:
                 wake.send(b"", zmq.NOBLOCK)
             except zmq.Again:
                 pass
-
         try:
+            yield post
+        finally:
+            wake.close(0)
+
+    # ------------------------------------------------------------ worker thread
+    def _worker(self) -> None:
+        with self._poster() as post:
             while not self.stopping.is_set():
                 with self.cv:
                     if not self.queue:
@@ -690,8 +746,6 @@ class Server:
                         log.exception("unloading idle models failed")
                     continue
                 self._run(job, post)
-        finally:
-            wake.close(0)
 
     def _run(self, job: Job, post) -> None:
         t0 = time.monotonic()

@@ -1,206 +1,74 @@
-"""Resumable, verified downloads (standard library only).
-
-A transfer writes `FILE.part` next to its destination and asks for the rest with an HTTP Range
-header when a `.part` is already there; a server that ignores Range (answers 200) restarts the file
-from byte 0.  The finished file must match the pinned sha256 or it is deleted; only then is it
-renamed into place, so a model file is either complete and verified or absent."""
+"""The installer's view of the one downloader (backend/ai_enhance/models/download.py, loaded by its
+path: the installer runs before any virtual environment exists).  This module only connects it to
+the installer's console (progress bars, notes) and words ("run the installer again")."""
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
-import re
-import shutil
-import socket
-import time
-import urllib.error
-import urllib.request
+import importlib.util
+import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .ui import Console, human
+from .ui import Console
 
-CHUNK = 1 << 20
-USER_AGENT = "gimp-ai-enhance-installer/0.1 (+https://github.com/; python-urllib)"
-
-
-class DownloadError(Exception):
-    """One line: what failed and what to do."""
+_PATH = Path(__file__).resolve().parents[2] / "backend" / "ai_enhance" / "models" / "download.py"
+_NAME = "_aie_download"
 
 
-def sha256_file(path: Path, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def _shared():
+    mod = sys.modules.get(_NAME)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(_NAME, _PATH)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[_NAME] = mod
+        spec.loader.exec_module(mod)
+    return mod
 
 
-def _reason(e: BaseException) -> str:
-    r = getattr(e, "reason", None)
-    if isinstance(r, BaseException):
-        r = getattr(r, "strerror", None) or str(r)
-    return str(r or e) or type(e).__name__
+_dl = _shared()
+DownloadError = _dl.DownloadError
+DownloadCancelled = _dl.DownloadCancelled
+sha256_file = _dl.sha256_file
+CHUNK = _dl.CHUNK
 
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+HINTS = _dl.Hints(resume="run the installer again to resume",
+                  manual="install the file with --models-from DIR",
+                  retry="run the installer again")
 
 
 def fetch(url: str, dest: Path, sha256: str | None, *, name: str | None = None, size: int | None = None,
           console: Console | None = None, retries: int = 3, timeout: float = 30.0,
           retry_delay: float = 2.0) -> str:
-    """Download `url` to `dest`, resuming `dest.part`; verify sha256.
+    """Download with a progress bar on the installer's console; see the shared ``fetch``."""
+    name = name or Path(dest).name
+    state: dict = {"bar": None}
 
-    Returns 'present' (already there and verified), 'downloaded' or 'resumed'.  Raises
-    DownloadError with one clear line."""
-    dest = Path(dest)
-    name = name or dest.name
-    if not sha256:
-        raise DownloadError(
-            f"refusing to download {name}: the catalogue pins no sha256 for {url}, so the file "
-            "could not be verified; install it from a folder with --models-from DIR, or add its "
-            "sha256 to catalog.json")
-    sha256 = sha256.lower()
-    if dest.is_file() and sha256_file(dest) == sha256:
-        return "present"
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    host = urlsplit(url).netloc or url
-    resumed = False
-    attempt = 0
-    while True:
-        attempt += 1
-        have = part.stat().st_size if part.is_file() else 0
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        req = urllib.request.Request(url, headers=headers)
-        try:
-            resp = urllib.request.urlopen(req, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code == 416 and have:
-                # Nothing left to send: the .part is complete (or longer than the file).
-                if sha256_file(part) == sha256:
-                    os.replace(part, dest)
-                    return "resumed"
-                part.unlink()
-                if console:
-                    console.info(f"{name}: the partial file does not match; starting again from 0")
-                continue
-            if e.code >= 500 and attempt <= retries:
-                time.sleep(retry_delay * attempt)
-                continue
-            what = {404: "not found (the file moved upstream?)", 403: "access denied",
-                    410: "gone"}.get(e.code, e.reason or "error")
-            raise DownloadError(f"download of {name} failed: HTTP {e.code} {what} from {url}; "
-                                + ("try again later" if e.code >= 500 else
-                                   "update the installer, or install the file with --models-from DIR")) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            if attempt <= retries and not isinstance(getattr(e, "reason", None), socket.gaierror):
-                time.sleep(retry_delay * attempt)
-                continue
-            raise DownloadError(f"cannot download {name}: {host} unreachable ({_reason(e)}); check the "
-                                "internet connection, or install the file with --models-from DIR") from None
+    def on_start(already: int, total: int | None) -> None:
+        if console:
+            state["bar"] = console.bar(name, total)
+            state["bar"].begin(already)
 
-        with resp:
-            status = resp.status
-            length = resp.headers.get("Content-Length")
-            length = int(length) if length and length.isdigit() else None
-            mode = "wb"
-            start = 0
-            if have and status == 206:
-                m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-                if m and int(m.group(1)) == have:
-                    mode, start, resumed = "ab", have, True
-                    if m.group(3) != "*":
-                        size = int(m.group(3))
-                else:
-                    if console:
-                        console.info(f"{name}: the server answered another range; starting again from 0")
-                    part.unlink()
-                    continue
-            elif have and status == 200:
-                if console:
-                    console.info(f"{name}: the server does not support resuming; starting again from 0")
-            elif status != 200:
-                raise DownloadError(f"download of {name} failed: unexpected HTTP {status} from {url}")
-            total = (start + length) if length is not None else size
-            h = hashlib.sha256()
-            if start:
-                with open(part, "rb") as f:
-                    for b in iter(lambda: f.read(CHUNK), b""):
-                        h.update(b)
-            bar = console.bar(name, total) if console else None
-            if bar:
-                bar.begin(start)
-            done = start
-            err: BaseException | None = None
-            with open(part, mode) as out:
-                try:
-                    while True:
-                        b = resp.read(CHUNK)
-                        if not b:
-                            break
-                        out.write(b)
-                        h.update(b)
-                        done += len(b)
-                        if bar:
-                            bar.update(done)
-                except (OSError, http.client.HTTPException, socket.timeout) as e:
-                    err = e
-            if bar:
-                bar.finish()
-            if err is None and total is not None and done < total:
-                err = ConnectionError(f"connection closed at {human(done)} of {human(total)}")
-            if err is not None:
-                if attempt <= retries:
-                    if console:
-                        console.info(f"{name}: transfer interrupted at {human(done)} ({_reason(err)}); resuming")
-                    time.sleep(retry_delay * attempt)
-                    continue
-                raise DownloadError(f"download of {name} interrupted at {human(done)}"
-                                    + (f" of {human(total)}" if total else "")
-                                    + f" ({_reason(err)}); {part.name} is kept: run the installer "
-                                    "again to resume") from None
-        digest = h.hexdigest()
-        if digest != sha256:
-            part.unlink()
-            raise DownloadError(f"{name}: sha256 mismatch (got {digest[:16]}..., expected {sha256[:16]}...): "
-                                f"the download was corrupted or the file changed upstream; deleted it, "
-                                "run the installer again")
-        os.replace(part, dest)
-        return "resumed" if resumed else "downloaded"
+    def on_progress(done: int, total: int | None) -> None:
+        bar = state["bar"]
+        if bar is not None:
+            bar.update(done)
+
+    def on_finish() -> None:
+        if state["bar"] is not None:
+            state["bar"].finish()
+            state["bar"] = None
+
+    return _dl.fetch(url, dest, sha256, name=name, size=size, on_progress=on_progress,
+                     on_note=console.info if console else None, on_start=on_start, on_finish=on_finish,
+                     retries=retries, timeout=timeout, retry_delay=retry_delay, hints=HINTS,
+                     user_agent="gimp-ai-enhance-installer/0.1 (+https://github.com/; python-urllib)")
 
 
 def copy_verified(src: Path, dest: Path, expected_sha256: str | None, *, console: Console | None = None,
                   name: str | None = None) -> tuple[str, str]:
-    """Copy a local file into place (through dest.part), hashing on the way.
-
-    Returns (label, sha256) where label is 'verified' when the hash equals the catalogue's and
-    'unverified' otherwise: files from a local folder are accepted either way."""
-    src, dest = Path(src), Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    total = src.stat().st_size
-    bar = console.bar(name or dest.name, total) if console else None
-    h = hashlib.sha256()
-    done = 0
-    with open(src, "rb") as fi, open(part, "wb") as fo:
-        for b in iter(lambda: fi.read(CHUNK), b""):
-            fo.write(b)
-            h.update(b)
-            done += len(b)
-            if bar:
-                bar.update(done)
-    if bar:
-        bar.finish()
-    shutil.copymode(src, part)
-    os.chmod(part, 0o644)
-    os.replace(part, dest)
-    digest = h.hexdigest()
-    label = "verified" if expected_sha256 and digest == expected_sha256.lower() else "unverified"
-    return label, digest
+    """Copy a local file into place with a progress bar; see the shared ``copy_verified``."""
+    bar = console.bar(name or Path(dest).name, Path(src).stat().st_size) if console else None
+    try:
+        return _dl.copy_verified(src, dest, expected_sha256,
+                                 on_progress=(lambda done, total: bar.update(done)) if bar else None)
+    finally:
+        if bar:
+            bar.finish()

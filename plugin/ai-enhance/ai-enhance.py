@@ -1,21 +1,33 @@
 #!/usr/bin/env python3
 """AI Enhance for GIMP 3: Filters > AI Enhance > one entry per row of the operation table
-(ai_enhance_client/ops.py: Upscale, Restore Faces, Denoise, Sharpen / Deblur, JPEG Cleanup, ...).
+(ai_enhance_client/ops.py: AI Upscale, AI Restore Faces, AI Denoise, ...) and Models...
 
 A thin client: pixels go to the local ai-enhance backend over ZeroMQ (started on demand), the
 result comes back as a NEW layer directly above the source, masked by the selection (or by what
 the model found, e.g. faces), its opacity set by `strength`.  The source layer is never written.
 The whole change is one undo step.
 
+The dialog of every filter is generated from the table: a 1:1 preview of the result (computed by
+the backend for that region only), the model list (installed first, photo models first, missing
+ones with their download size and a Download button: the backend fetches them), sliders with
+units, the output size, an Advanced section, tooltips.  While a filter runs, a small window shows
+the real progress and a Cancel button that the backend confirms.
+
 Every GIMP call of the plug-in is in this file; rectangle and mask arithmetic live in the pure
-modules ai_enhance_client/geometry.py and masks.py, what a procedure reads and how a result is
-named in ai_enhance_client/filters.py, the table of operations in ai_enhance_client/ops.py.
-Imports: gi, the standard library and (through ai_enhance_client) pyzmq.  numpy is not needed.
+modules ai_enhance_client/geometry.py and masks.py, what a procedure reads, how a result is named
+and what the dialog shows in ai_enhance_client/filters.py and preview.py, the table of operations
+in ai_enhance_client/ops.py.  Imports: gi, the standard library and (through ai_enhance_client)
+pyzmq.  numpy is not needed.
 """
 from __future__ import annotations
 
+import json
 import os
+import queue
 import sys
+import tempfile
+import threading
+import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,16 +47,30 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
-from ai_enhance_client.filters import (dialog_params, image_defaults, layer_name, model_choices,  # noqa: E402
-                                       read_settings, transport)
+from ai_enhance_client import preview as pv  # noqa: E402
+from ai_enhance_client.filters import (applicable, best_model, caps_models, dialog_params,  # noqa: E402
+                                       explain, image_defaults, layer_name, model_rows, read_settings,
+                                       size_summary, transport)
+from ai_enhance_client.model_plan import human_size, install_plan  # noqa: E402
 from ai_enhance_client.params import Kind, ParamError  # noqa: E402
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
 BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
+#: The backend drops a job of this plug-in after this many seconds without a heartbeat: GIMP's
+#: status-bar Cancel kills the plug-in, and the backend must stop soon after (heartbeats go out
+#: from a thread of their own every quarter of that, whatever GIMP's main loop does).
+HEARTBEAT_LIMIT = float(os.environ.get("AI_ENHANCE_HEARTBEAT_LIMIT", "1.2"))
+#: Milliseconds between the last change of a parameter and a new preview.
+PREVIEW_DEBOUNCE_MS = 350
+MODELS_PROC = optable.PROC_PREFIX + "models"
 
 
 class UserError(Exception):
     """Something the user can fix; the text is shown as is (one line with a hint)."""
+
+
+class Cancelled(Exception):
+    """The user cancelled a run; the backend confirmed (or did not, within a few seconds)."""
 
 
 # --------------------------------------------------------------------------- GIMP helpers
@@ -92,20 +118,16 @@ def _target_layer(image, drawables):
     return d
 
 
+def _selection_box(image, src) -> geometry.Box | None:
+    """The selection's bounds on the layer (layer coordinates), None without a selection."""
+    if Gimp.Selection.is_empty(image):
+        return None
+    ok, x, y, w, h = src.mask_intersect()
+    return geometry.Box(x, y, w, h) if ok else geometry.Box(0, 0, 0, 0)
+
+
 def _progress(text: str) -> None:
     Gimp.progress_init(text)
-
-
-def _make_progress_callback(title: str):
-    state = {"text": None}
-
-    def on_progress(fraction: float, text: str) -> None:
-        Gimp.progress_update(max(0.0, min(1.0, float(fraction))))
-        if text and text != state["text"]:
-            state["text"] = text
-            Gimp.progress_set_text(f"{title}: {text}")
-
-    return on_progress
 
 
 def _on_wait(text: str) -> None:
@@ -118,8 +140,153 @@ def _import_client():
         from ai_enhance_client import client, protocol
     except ImportError as e:  # pyzmq missing from GIMP's Python
         raise UserError(f"the plug-in cannot import pyzmq ({e}); install it for GIMP's Python "
-                        "(Debian/Ubuntu: apt install python3-zmq) or re-run the installer") from None
+                        "(Debian/Ubuntu: apt install python3-zmq) or run the AI Enhance installer "
+                        "again") from None
     return client, protocol
+
+
+def _autostart_log() -> str:
+    """Where an autostarted backend writes (ai_enhance_client.client.start_backend's default)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"ai-enhance-serve-{uid}.log")
+
+
+def _client_error(e, caps: dict | None = None) -> UserError:
+    """A ClientError in a retoucher's words (what happened, what to do), the technical line kept."""
+    log = (caps or {}).get("log") or (_autostart_log() if e.kind == "connection" else None)
+    return UserError(explain(e.kind, str(e), log))
+
+
+def _have_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt" \
+        or sys.platform == "darwin"
+
+
+def _pango():
+    gi.require_version("Pango", "1.0")
+    from gi.repository import Pango
+    return Pango
+
+
+def _ui():
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    gi.require_version("Gdk", "3.0")
+    from gi.repository import Gdk, GimpUi, Gtk
+    return GimpUi, Gtk, Gdk
+
+
+# --------------------------------------------------------------------------- work off the main thread
+
+def run_in_background(fn, on_progress, *, window=None, cancel: threading.Event | None = None):
+    """``fn(should_cancel, progress)`` in a thread (its client heartbeats from there, whatever
+    GIMP's main loop does); here, on the main thread, its progress reaches GIMP (PDB calls belong to
+    this thread) and a progress window's Cancel reaches it.  Returns fn's value or raises its error."""
+    q: queue.Queue = queue.Queue()
+    out: dict = {}
+    cancel = cancel or threading.Event()
+
+    def work():
+        try:
+            out["value"] = fn(cancel.is_set, lambda f, t: q.put((f, t)))
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            out["error"] = e
+        finally:
+            q.put(None)
+
+    t = threading.Thread(target=work, name="ai-enhance-job", daemon=True)
+    t.start()
+    while True:
+        if window is not None:
+            window.pump()
+            if window.cancel_requested:
+                cancel.set()
+        try:
+            item = q.get(timeout=0.05 if window is not None else 0.25)
+        except queue.Empty:
+            continue
+        if item is None:
+            break
+        on_progress(*item)
+        if window is not None:
+            window.update(*item)
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+class ProgressWindow:
+    """A small window beside GIMP's status bar: the phase as it is, the bar, the time left, and a
+    Cancel that asks the backend to stop and waits for it to say so (GIMP's own status-bar Cancel
+    kills the plug-in; the backend then stops on its own within about a second)."""
+
+    def __init__(self, title: str):
+        GimpUi, Gtk, _ = _ui()
+        GimpUi.init("ai-enhance")
+        self.Gtk = Gtk
+        self.cancel_requested = False
+        self.cancel_clicked_at: float | None = None
+        self.texts: list[str] = []
+        self.win = Gtk.Window(title=title)
+        self.win.set_default_size(380, -1)
+        self.win.set_keep_above(True)
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=8)
+        box.set_border_width(12)
+        self.label = Gtk.Label(label=f"{title}: starting\u2026", xalign=0.0)
+        self.label.set_ellipsize(_pango().EllipsizeMode.END)
+        self.bar = Gtk.ProgressBar()
+        self.button = Gtk.Button.new_with_mnemonic("_Cancel")
+        self.button.set_tooltip_text("Stop the filter: the engine stops within a second or two "
+                                     "and nothing is added to the image")
+        self.button.connect("clicked", self._on_cancel)
+        self.win.connect("delete-event", lambda *a: self._on_cancel() or True)
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL)
+        row.pack_end(self.button, False, False, 0)
+        for w in (self.label, self.bar, row):
+            box.pack_start(w, False, False, 0)
+        self.win.add(box)
+        self.win.show_all()
+        self.title = title
+        self.pump()
+
+    def _on_cancel(self, *_a):
+        if not self.cancel_requested:
+            self.cancel_requested = True
+            self.cancel_clicked_at = time.time()
+            self.button.set_sensitive(False)
+            self.label.set_text(f"{self.title}: cancelling\u2026")
+
+    def update(self, fraction: float, text: str) -> None:
+        if self.cancel_requested:
+            return
+        self.bar.set_fraction(max(0.0, min(1.0, fraction)))
+        if text:
+            self.label.set_text(f"{self.title}: {text}")
+            if not self.texts or self.texts[-1] != text:
+                self.texts.append(text)
+        _TestHook.on_progress(self, fraction, text)
+
+    def pump(self) -> None:
+        Gtk = self.Gtk
+        n = 0
+        while Gtk.events_pending() and n < 100:
+            Gtk.main_iteration_do(False)
+            n += 1
+
+    def show_cancelled(self, confirmed: bool, seconds: float = 0.6) -> None:
+        """Say it, briefly, where the retoucher looked: the window (and the status bar)."""
+        self.label.set_text(f"{self.title}: cancelled" + (", the engine stopped; nothing was added"
+                                                         if confirmed else "; nothing was added"))
+        self.bar.set_fraction(0.0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            self.pump()
+            time.sleep(0.03)
+
+    def close(self) -> None:
+        self.win.destroy()
+        self.pump()
 
 
 # --------------------------------------------------------------------------- one run
@@ -132,22 +299,30 @@ class Job:
         self.settings = None        # filters.JobSettings, read from the config before run()
         self.client = None
         self.caps = None
+        self.window: ProgressWindow | None = None
 
     # -- backend
     def connect(self):
         client_mod, _ = _import_client()
         if self.client is None:
-            self.client = client_mod.Client()
-        _progress(f"{self.op.title}: connecting to the backend\u2026")
+            self.client = client_mod.Client(heartbeat=HEARTBEAT_LIMIT)
+        _progress(f"{self.op.title}: connecting to the AI Enhance engine\u2026")
         try:
             self.caps = self.client.ensure_backend(wait=BACKEND_START_WAIT, on_wait=_on_wait)
         except client_mod.ClientError as e:
-            raise UserError(str(e)) from None
+            raise _client_error(e) from None
         return self.caps
 
     def close(self):
+        if self.window is not None:
+            self.window.close()
+            self.window = None
         if self.client is not None:
             self.client.close()
+
+    def _short_name(self, model: str) -> str:
+        m = next((m for m in caps_models(self.caps) if m["id"] == model), None)
+        return (m or {}).get("short") or model
 
     # -- the job
     def run(self):
@@ -155,11 +330,8 @@ class Job:
         image, src = self.image, self.source
         gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
         tr = transport(_precision_component(image), gray=gray, alpha=src.has_alpha())
-        has_selection = not Gimp.Selection.is_empty(image)
-        selection = None
-        if has_selection:
-            ok, x, y, w, h = src.mask_intersect()
-            selection = geometry.Box(x, y, w, h) if ok else geometry.Box(0, 0, 0, 0)
+        selection = _selection_box(image, src)
+        has_selection = selection is not None
         offsets = _offsets(src)
         try:
             plan = geometry.plan_job(layer_size=(src.get_width(), src.get_height()),
@@ -175,16 +347,35 @@ class Job:
         client_mod, P = _import_client()
         if self.caps is None:
             self.connect()
-        _progress(f"{self.op.title} ({st.model or 'automatic model'})")
+        title = self.op.title
+        _progress(f"{title}: sending the pixels\u2026")
         spec_in = P.ImageSpec(plan.crop.width, plan.crop.height, tr.channels, P.DType(tr.dtype))
         roi = None if plan.whole_layer else P.Rect(*plan.roi.as_tuple())
-        try:
-            result = self.client.enhance(
+        state = {"text": None}
+
+        def to_gimp(fraction: float, text: str) -> None:
+            Gimp.progress_update(max(0.0, min(1.0, float(fraction))))
+            if text and text != state["text"]:
+                state["text"] = text
+                Gimp.progress_set_text(f"{title}: {text}")
+
+        def call(should_cancel, progress):
+            return self.client.enhance(
                 op=self.op.name, model=st.model or None, spec=spec_in, pixels=pixels, scale=st.scale,
-                tile=st.tile, roi=roi, options=st.options, post=st.post,
-                on_progress=_make_progress_callback(self.op.title))
+                tile=st.tile, roi=roi, options=st.options, post=st.post, on_progress=progress,
+                should_cancel=should_cancel)
+
+        try:
+            result = run_in_background(call, to_gimp, window=self.window)
         except client_mod.ClientError as e:
-            raise UserError(str(e)) from None
+            if e.kind == P.ErrorKind.CANCELLED.value:
+                Gimp.progress_set_text(f"{title}: cancelled; nothing was added")
+                Gimp.progress_update(0.0)
+                if self.window is not None:
+                    self.window.show_cancelled(bool(e.confirmed))
+                _TestHook.cancelled(self.window, e)
+                raise Cancelled(str(e)) from None
+            raise _client_error(e, self.caps) from None
         self._check_result(plan, result, tr)
         Gimp.progress_update(1.0)
 
@@ -193,8 +384,10 @@ class Job:
         if st.mask == "faces" and isinstance(faces, list) and not faces:
             # Nothing found: a layer with an all-black mask would only confuse.
             msg = info.get("message") or "no faces found in the processed area"
-            Gimp.message(f"{self.op.title}: {msg}; nothing was added")
+            Gimp.message(f"{title}: {msg}; nothing was added")
             return None
+        if self.window is not None:
+            self.window.update(1.0, "adding the layer")
         return self._apply(plan, result, tr, has_selection)
 
     def _check_result(self, plan, result, tr) -> None:
@@ -221,6 +414,8 @@ class Job:
         image.undo_group_start()
         try:
             if plan.scale > 1:
+                Gimp.progress_set_text(f"{self.op.title}: enlarging the image \u00d7{plan.scale} "
+                                       "(so every layer stays aligned)")
                 Gimp.context_push()
                 try:
                     Gimp.context_set_interpolation(Gimp.InterpolationType.NOHALO)
@@ -228,14 +423,17 @@ class Job:
                 finally:
                     Gimp.context_pop()
                 scaled = True
+            # GIMP's own scaling drove the bar; the job is done: say so, at 100 %
+            Gimp.progress_set_text(f"{self.op.title}: adding the layer")
+            Gimp.progress_update(1.0)
             # Where the source lies now (GIMP scales offsets by the same integer factor).
             sx, sy = _offsets(src)
             ox, oy = sx + plan.box.x * plan.scale, sy + plan.box.y * plan.scale
 
             layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
             model = (result.info or {}).get("model") or st.model
-            new = Gimp.Layer.new(image, layer_name(self.op, model, plan.scale, result.info), ow, oh,
-                                 layer_type, 100.0, _LAYER_MODES[self.op.layer_mode])
+            name = layer_name(self.op, model, plan.scale, result.info, self._short_name(model))
+            new = Gimp.Layer.new(image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[self.op.layer_mode])
             image.insert_layer(new, src.get_parent(), image.get_item_position(src))
             new.set_offsets(ox, oy)
             buf = new.get_buffer()
@@ -286,76 +484,1045 @@ class Job:
         mask.update(0, 0, ow, oh)
 
 
-# --------------------------------------------------------------------------- dialog
+# --------------------------------------------------------------------------- the preview
 
-def _dialog(procedure, config, op, caps) -> bool:
-    """The interactive dialog: the model list comes from the backend (installed models first);
-    every other control is GIMP's own for the procedure's arguments (last values remembered),
-    in the order of the operation table."""
-    gi.require_version("GimpUi", "3.0")
-    gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk
+class Preview:
+    """A 1:1 view of the result (``pv.VIEW`` square of result pixels) at a movable place: drag it
+    to look elsewhere.  Each change of a parameter that changes the result asks the backend again
+    (debounced; the request in flight is cancelled); strength only re-blends.  Result, Original,
+    or Split shows both."""
 
-    GimpUi.init("ai-enhance")
-    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=op.title)
-    others = [p.name for p in dialog_params(op)]
+    def __init__(self, dlg: "FilterDialog"):
+        GimpUi, Gtk, Gdk = _ui()
+        self.dlg, self.Gtk, self.Gdk = dlg, Gtk, Gdk
+        self.op, self.src = dlg.op, dlg.src
+        self.layer_size = (self.src.get_width(), self.src.get_height())
+        self.center = pv.default_center(self.layer_size, dlg.selection, self._thumb())
+        self.gen = 0
+        self.cancel: threading.Event | None = None
+        self.timer = None
+        self.region: pv.Region | None = None
+        self.before: bytes | None = None     # original pixels of the region, enlarged to the result size
+        self.after: bytes | None = None      # the model's result there (RGB u8)
+        self.mask: bytes | None = None       # its result mask (faces), one byte per pixel
+        self.mode = "result"
+        self.state = "idle"                  # idle | computing | shown | error | off
+        self.last_seconds: float | None = None
+        self.shown_count = 0
+        self.drag = None
 
-    current = config.get_property("model") or op.default_model
-    choices = model_choices(caps, op.name, current)
-    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
-    label = Gtk.Label.new_with_mnemonic("_Model")
-    combo = Gtk.ComboBoxText()
-    for mid, text in choices:
-        combo.append(mid, text)
-    label.set_mnemonic_widget(combo)
-    if not combo.set_active_id(current) and choices:
-        combo.set_active(0)
-    if combo.get_active_id():
-        config.set_property("model", combo.get_active_id())
-    combo.connect("changed", lambda c: c.get_active_id() and config.set_property("model", c.get_active_id()))
-    row.pack_start(label, False, False, 0)
-    row.pack_start(combo, True, True, 0)
-    dialog.fill(others)
-    content = dialog.get_content_area()
-    content.pack_start(row, False, False, 6)
-    content.reorder_child(row, 0)
-    if not choices:
-        hint = Gtk.Label(label="The backend lists no models: run `ai-enhance models list`.")
-        content.pack_start(hint, False, False, 0)
-    row.show_all()
-    _test_autorespond(dialog, combo, config, choices)
-    ok = dialog.run()
-    dialog.destroy()
-    return bool(ok)
+        self.area = GimpUi.PreviewArea()
+        self.area.set_size_request(pv.VIEW, pv.VIEW)
+        self.area.add_events(Gdk.EventMask.BUTTON_PRESS_MASK | Gdk.EventMask.BUTTON_RELEASE_MASK
+                             | Gdk.EventMask.POINTER_MOTION_MASK)
+        self.area.connect("button-press-event", self._press)
+        self.area.connect("motion-notify-event", self._motion)
+        self.area.connect("button-release-event", self._release)
+        # GimpPreviewArea keeps its pixels in a buffer made at allocation: draw again then
+        self.area.connect("size-allocate", lambda *_a: self.draw())
+        self.area.set_tooltip_text("The result at 100 %, computed by the engine for this part of the "
+                                   "layer only. Drag to look elsewhere.")
+        frame = Gtk.Frame()
+        frame.set_shadow_type(Gtk.ShadowType.IN)
+        frame.set_halign(Gtk.Align.CENTER)
+        frame.add(self.area)
+        self.toggle = Gtk.CheckButton.new_with_mnemonic("_Preview")
+        self.toggle.set_active(True)
+        self.toggle.set_tooltip_text("Compute a preview when a setting changes")
+        self.toggle.connect("toggled", lambda b: self.request(now=True) if b.get_active() else self._off())
+        modes = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=4)
+        self.mode_buttons = {}
+        group = None
+        for key, text, tip in (("result", "Result", "Show the result as the new layer will look"),
+                               ("original", "Original", "Show the original pixels (enlarged 1:1 "
+                                                        "like the result)"),
+                               ("split", "Split", "Original on the left, result on the right")):
+            b = Gtk.RadioButton.new_with_label_from_widget(group, text)
+            group = group or b
+            b.set_mode(False)
+            b.set_tooltip_text(tip)
+            b.connect("toggled", self._mode_toggled, key)
+            modes.pack_start(b, False, False, 0)
+            self.mode_buttons[key] = b
+        self.status = Gtk.Label(label="", xalign=0.0)
+        self.status.set_line_wrap(True)
+        self.status.set_max_width_chars(36)
+        top = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        top.pack_start(self.toggle, False, False, 0)
+        top.pack_end(modes, False, False, 0)
+        self.widget = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+        self.widget.pack_start(frame, False, False, 0)
+        self.widget.pack_start(top, False, False, 0)
+        self.widget.pack_start(self.status, False, False, 0)
 
+    # -- where
+    def _thumb(self):
+        """A small gray version of the layer, to find its most detailed area."""
+        lw, lh = self.layer_size
+        s = min(1.0, 96.0 / max(lw, lh))
+        tw, th = max(1, int(lw * s)), max(1, int(lh * s))
+        try:
+            data = self.src.get_buffer().get(Gegl.Rectangle.new(0, 0, tw, th), s, "Y' u8",
+                                             Gegl.AbyssPolicy.CLAMP)
+            return bytes(data), tw, th
+        except Exception:  # noqa: BLE001 - only a starting place
+            return None
 
-def _test_autorespond(dialog, combo, config, choices) -> None:
-    """For the end-to-end tests only (a headless GIMP has nobody to click OK): when
-    AI_ENHANCE_DIALOG_AUTORESPONSE is "ok" or "cancel" (or names a file holding one of them),
-    report what the dialog shows to the JSON file AI_ENHANCE_DIALOG_REPORT and answer it
-    shortly after it appears."""
-    answer = os.environ.get("AI_ENHANCE_DIALOG_AUTORESPONSE")
-    if answer and os.path.isfile(answer):
-        with open(answer) as f:
-            answer = f.read().strip()
-    if answer not in ("ok", "cancel"):
-        return
-    from gi.repository import Gtk
+    def _press(self, _w, ev):
+        self.drag = (ev.x, ev.y, self.center)
+        return True
 
-    def respond():
-        names = [p.name for p in config.list_properties() if p.name not in ("procedure", "image", "drawables")]
-        report = {"choices": [mid for mid, _ in choices], "active": combo.get_active_id(),
-                  "values": {name: _jsonable(config.get_property(name)) for name in names},
-                  "title": dialog.get_title()}
-        path = os.environ.get("AI_ENHANCE_DIALOG_REPORT")
-        if path:
-            import json
-            with open(path, "w") as f:
-                json.dump(report, f)
-        dialog.response(Gtk.ResponseType.OK if answer == "ok" else Gtk.ResponseType.CANCEL)
+    def _motion(self, _w, ev):
+        if self.drag is None:
+            return False
+        x0, y0, c0 = self.drag
+        self.center = pv.pan(c0, (ev.x - x0, ev.y - y0), self._scale())
+        self._show_original_here()
+        return True
+
+    def _release(self, _w, ev):
+        if self.drag is not None:
+            self._motion(_w, ev)
+            self.drag = None
+            self.request()
+        return True
+
+    def _scale(self) -> int:
+        try:
+            return int(self.dlg.config.get_property("scale")) if self.op.param("scale") else 1
+        except Exception:  # noqa: BLE001
+            return 1
+
+    def _read_region(self, region: pv.Region) -> tuple[bytes, bytes]:
+        """(crop pixels to send, the region's original enlarged to the result size), RGB u8."""
+        crop = bytes(self.src.get_buffer().get(_rect(region.crop), 1.0, "R'G'B' u8", Gegl.AbyssPolicy.CLAMP))
+        b = region.roi
+        stride = region.crop.width * 3
+        rows = [crop[(b.y + y) * stride + b.x * 3:(b.y + y) * stride + (b.x + b.width) * 3] for y in range(b.height)]
+        return crop, pv.enlarge(b"".join(rows), b.width, b.height, region.scale)
+
+    def _show_original_here(self):
+        region = pv.region(self.layer_size, self.center, self._scale(), margin=self.op.margin)
+        _, before = self._read_region(region)
+        self.region, self.before, self.after, self.mask = region, before, None, None
+        self.draw()
+
+    # -- what
+    def _mode_toggled(self, button, key):
+        if button.get_active():
+            self.mode = key
+            self.draw()
+
+    def composed(self) -> bytes | None:
+        if self.before is None:
+            return None
+        if self.after is None or self.mode == "original":
+            return self.before
+        try:
+            strength = float(self.dlg.config.get_property("strength"))
+        except Exception:  # noqa: BLE001 - an op without strength
+            strength = 1.0
+        mask = self.mask if self.dlg.current_mask() == "faces" else None
+        shown = pv.blend(self.before, self.after, strength, mask)
+        if self.mode == "split":
+            w, h = self.region.out_size
+            shown = pv.split(self.before, shown, w, h, w // 2)
+        return shown
+
+    def draw(self):
+        data = self.composed()
+        alloc = self.area.get_allocation()
+        aw, ah = max(pv.VIEW, alloc.width), max(pv.VIEW, alloc.height)
+        self.area.fill(0, 0, aw, ah, 128, 128, 128)
+        if data is not None and self.region is not None:
+            w, h = self.region.out_size        # smaller than the view only for a small layer
+            self.area.draw((aw - w) // 2, (ah - h) // 2, w, h, Gimp.ImageType.RGB_IMAGE, data, w * 3)
+        self.area.queue_draw()
+
+    # -- when
+    def _off(self):
+        self._cancel_inflight()
+        self.state = "off"
+        self.status.set_text("")
+
+    def _cancel_inflight(self):
+        if self.cancel is not None:
+            self.cancel.set()
+            self.cancel = None
+        if self.timer is not None:
+            GLib.source_remove(self.timer)
+            self.timer = None
+
+    def request(self, now: bool = False):
+        """Ask for a new preview after a short quiet time (now: at once)."""
+        if not self.toggle.get_active():
+            return
+        if self.timer is not None:
+            GLib.source_remove(self.timer)
+        self.timer = GLib.timeout_add(1 if now else PREVIEW_DEBOUNCE_MS, self._start)
+
+    def _start(self):
+        self.timer = None
+        row = self.dlg.current_row()
+        if row is None or not row.installed:
+            self._cancel_inflight()
+            self.state = "idle"
+            self._show_original_here()
+            self.status.set_text("The preview needs the model: download it first.")
+            return False
+        try:
+            st = read_settings(self.op, self.dlg.config.get_property)
+        except ParamError as e:
+            self.status.set_text(str(e))
+            return False
+        region = pv.region(self.layer_size, self.center, st.scale, margin=self.op.margin)
+        crop, before = self._read_region(region)
+        self.region, self.before, self.after, self.mask = region, before, None, None
+        self.draw()
+        if self.cancel is not None:
+            self.cancel.set()            # the request in flight is no longer wanted
+        self.gen += 1
+        gen, cancel = self.gen, threading.Event()
+        self.cancel = cancel
+        self.state = "computing"
+        self.status.set_text("Computing the preview\u2026")
+        t0 = time.monotonic()
+        endpoint = self.dlg.endpoint
+
+        def work():
+            client_mod, P = _import_client()
+            c = client_mod.Client(endpoint, heartbeat=HEARTBEAT_LIMIT)
+            try:
+                res = c.enhance(op=self.op.name, model=st.model or None,
+                                spec=P.ImageSpec(region.crop.width, region.crop.height, 3, P.DType.U8),
+                                pixels=crop, scale=st.scale, tile=st.tile,
+                                roi=P.Rect(*region.roi.as_tuple()), options=st.options, post=st.post,
+                                on_progress=lambda f, t: GLib.idle_add(self._progress, gen, f, t),
+                                should_cancel=cancel.is_set)
+                GLib.idle_add(self._done, gen, res, time.monotonic() - t0, None)
+            except Exception as e:  # noqa: BLE001 - shown in the status line
+                GLib.idle_add(self._done, gen, None, time.monotonic() - t0, e)
+            finally:
+                c.close()
+
+        threading.Thread(target=work, name="ai-enhance-preview", daemon=True).start()
         return False
 
-    GLib.timeout_add(200, respond)
+    def _progress(self, gen, fraction, text):
+        if gen == self.gen and self.state == "computing":
+            self.status.set_text(f"Computing the preview\u2026 {int(fraction * 100)} %"
+                                 + (f" ({text})" if text else ""))
+        return False
+
+    def _done(self, gen, res, seconds, err):
+        if gen != self.gen:
+            return False                 # an older request: its answer is not wanted
+        self.cancel = None
+        if err is not None:
+            kind = getattr(err, "kind", "internal")
+            if kind == "cancelled":
+                return False
+            self.state = "error"
+            self.status.set_text(explain(kind, str(err), (self.dlg.caps or {}).get("log")))
+            return False
+        w, h = self.region.out_size
+        if res.spec is None or (res.spec.width, res.spec.height) != (w, h) or res.spec.channels != 3:
+            self.state = "error"
+            self.status.set_text("The engine sent a preview of another size; install the plug-in and "
+                                 "the engine from the same release.")
+            return False
+        self.after = res.pixels
+        faces = res.masks.get("faces")
+        self.mask = faces[1] if faces else None
+        self.state = "shown"
+        self.last_seconds = seconds
+        self.shown_count += 1
+        note = ""
+        if isinstance((res.info or {}).get("faces"), list) and not res.info["faces"]:
+            note = " No face in this part: drag to a face."
+        self.status.set_text(f"Preview: {w} \u00d7 {h} px at 100 %, {seconds:.1f} s.{note}")
+        self.draw()
+        _TestHook.preview_shown(self)
+        return False
+
+    def close(self):
+        self._cancel_inflight()
+        self.gen += 1
+
+
+# --------------------------------------------------------------------------- the dialog
+
+class FilterDialog:
+    """The dialog of one filter, generated from its table row."""
+
+    def __init__(self, procedure, config, op, image, src, caps, endpoint: str):
+        GimpUi, Gtk, Gdk = _ui()
+        self.Gtk, self.GimpUi = Gtk, GimpUi
+        self.procedure, self.config, self.op = procedure, config, op
+        self.image, self.src, self.caps, self.endpoint = image, src, caps, endpoint
+        self.selection = _selection_box(image, src)
+        if self.selection is not None and self.selection.empty:
+            self.selection = None
+        GimpUi.init("ai-enhance")
+        self.dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=op.title)
+        self.widgets: dict = {}
+        self.download_cancel: threading.Event | None = None
+        self.downloading = False
+        self.rows = []
+        self._build()
+
+    # -- building
+    def _param_widget(self, p):
+        d = self.dialog
+        if p.kind in (Kind.FLOAT, Kind.INT) and p.name != "tile-size":
+            w = d.get_scale_entry(p.name, 100.0 if p.percent else 1.0)
+            if p.kind is Kind.FLOAT and not p.percent:
+                w.set_digits(2)
+            if p.unit and p.unit not in ("\u00d7",):
+                lab = w.get_label()
+                lab.set_text_with_mnemonic(f"{p.label} ({p.unit})")
+        else:
+            w = d.get_widget(p.name, GObject.TYPE_NONE)
+        w.set_tooltip_text(p.help)
+        self.widgets[p.name] = w
+        return w
+
+    def _tile_row(self):
+        """Tile size: "Automatic" (0) or a number of pixels."""
+        Gtk = self.Gtk
+        p = self.op.param("tile-size")
+        box = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        label = Gtk.Label.new_with_mnemonic(p.label)
+        auto = Gtk.CheckButton(label="Automatic")
+        adj = Gtk.Adjustment(value=512, lower=32, upper=int(p.max), step_increment=32, page_increment=128)
+        spin = Gtk.SpinButton(adjustment=adj, digits=0)
+        label.set_mnemonic_widget(spin)
+        unit = Gtk.Label(label="px")
+        current = int(self.config.get_property("tile-size"))
+        auto.set_active(current == 0)
+        if current:
+            spin.set_value(current)
+        spin.set_sensitive(current != 0)
+
+        def sync(*_a):
+            spin.set_sensitive(not auto.get_active())
+            self.config.set_property("tile-size", 0 if auto.get_active() else int(spin.get_value()))
+        auto.connect("toggled", sync)
+        spin.connect("value-changed", sync)
+        for w in (box, label, auto, spin):
+            w.set_tooltip_text(p.help + ". Automatic picks it from the free memory and, on a "
+                               "processor, from the time a tile takes")
+        box.pack_start(label, False, False, 0)
+        box.pack_start(auto, False, False, 0)
+        box.pack_start(spin, False, False, 0)
+        box.pack_start(unit, False, False, 0)
+        self.widgets["tile-size"] = box
+        self.tile_auto, self.tile_spin = auto, spin
+        return box
+
+    def _build(self):
+        Gtk, op = self.Gtk, self.op
+        params = dialog_params(op)
+        basic = [p for p in params if not p.advanced and p.name != "tile-size"]
+        advanced = [p for p in params if p.advanced and p.name != "tile-size"]
+
+        # the model row
+        mrow = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        mlabel = Gtk.Label.new_with_mnemonic("_Model")
+        self.store = Gtk.ListStore(str, str, bool)       # id, label, selectable
+        self.combo = Gtk.ComboBox.new_with_model(self.store)
+        cell = Gtk.CellRendererText()
+        cell.set_property("ellipsize", _pango().EllipsizeMode.END)
+        self.combo.pack_start(cell, True)
+        self.combo.add_attribute(cell, "markup", 1)
+        self.combo.add_attribute(cell, "sensitive", 2)
+        self.combo.set_id_column(0)
+        self.combo.set_tooltip_text(op.param("model").help.split(";")[0] + ". Installed models first; "
+                                    "the others can be downloaded here")
+        mlabel.set_mnemonic_widget(self.combo)
+        mrow.pack_start(mlabel, False, False, 0)
+        mrow.pack_start(self.combo, True, True, 0)
+
+        # what is missing, and the download
+        self.dl_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+        self.dl_label = Gtk.Label(label="", xalign=0.0)
+        self.dl_label.set_line_wrap(True)
+        self.dl_label.set_max_width_chars(44)
+        self.dl_button = Gtk.Button.new_with_mnemonic("Do_wnload")
+        self.dl_button.set_tooltip_text("The AI Enhance engine downloads the model from its official "
+                                        "release (verified, resumable); then the filter can run")
+        self.dl_button.connect("clicked", self._download_clicked)
+        self.dl_bar = Gtk.ProgressBar()
+        self.dl_bar.set_show_text(True)
+        self.dl_bar.set_no_show_all(True)
+        brow = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        brow.pack_start(self.dl_button, False, False, 0)
+        brow.pack_start(self.dl_bar, True, True, 0)
+        self.dl_box.pack_start(self.dl_label, False, False, 0)
+        self.dl_box.pack_start(brow, False, False, 0)
+        self.dl_box.set_no_show_all(True)
+
+        controls = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        controls.pack_start(mrow, False, False, 0)
+        controls.pack_start(self.dl_box, False, False, 0)
+        for p in basic:
+            controls.pack_start(self._param_widget(p), False, False, 0)
+
+        # what will happen
+        self.summary = Gtk.Label(label="", xalign=0.0)
+        self.area_label = Gtk.Label(label="", xalign=0.0)
+        for w in (self.summary, self.area_label):
+            w.get_style_context().add_class("dim-label")
+            controls.pack_start(w, False, False, 0)
+
+        if advanced or op.tile:
+            exp = Gtk.Expander.new_with_mnemonic("Ad_vanced")
+            exp.set_tooltip_text("Settings that rarely need a change")
+            inner = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+            inner.set_margin_start(12)
+            if op.tile:
+                inner.pack_start(self._tile_row(), False, False, 0)
+            for p in advanced:
+                inner.pack_start(self._param_widget(p), False, False, 0)
+            exp.add(inner)
+            controls.pack_start(exp, False, False, 0)
+            self.expander = exp
+        else:
+            self.expander = None
+
+        self.preview = Preview(self)
+        main = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+        main.set_border_width(6)
+        main.pack_start(self.preview.widget, False, False, 0)
+        main.pack_start(controls, True, True, 0)
+        self.dialog.get_content_area().pack_start(main, True, True, 0)
+        main.show_all()
+        self.dl_box.hide()
+
+        self._replace_help_button()
+        self._fill_models(self.config.get_property("model") or op.default_model)
+        self.combo.connect("changed", self._model_changed)
+        self.config.connect("notify", self._config_changed)
+        self._update_summary()
+        self.preview._show_original_here()
+        self._model_changed(self.combo)
+
+    def _replace_help_button(self):
+        """GIMP's Help button looks for the GIMP manual; ours opens this filter's own page."""
+        Gtk = self.Gtk
+        theirs = self.dialog.get_widget_for_response(Gtk.ResponseType.HELP)
+        mine = Gtk.Button.new_with_mnemonic("_Help")
+        mine.set_tooltip_text("Open the page of this filter (installed with the plug-in)")
+        mine.connect("clicked", lambda b: open_help(self.op, self.dialog))
+        if theirs is not None and theirs.get_parent() is not None:
+            parent = theirs.get_parent()
+            theirs.set_no_show_all(True)
+            theirs.hide()
+            parent.add(mine)
+            try:
+                parent.set_child_secondary(mine, True)
+                parent.reorder_child(mine, 0)
+            except Exception:  # noqa: BLE001 - not a button box: any place is fine
+                pass
+        else:
+            self.dialog.get_content_area().pack_end(mine, False, False, 0)
+        mine.show()
+        self.help_button = mine
+
+    # -- models
+    def _fill_models(self, current: str):
+        self.rows = model_rows(self.caps, self.op, current)
+        chosen = best_model(self.rows, current)
+        self.store.clear()
+        installed = [r for r in self.rows if r.installed]
+        missing = [r for r in self.rows if not r.installed]
+        if installed and missing:
+            self.store.append(["", "<b>Installed</b>", False])
+        for r in installed:
+            self.store.append([r.id, GLib.markup_escape_text(r.label), True])
+        if missing:
+            self.store.append(["", "<b>Available to download</b>", False])
+        for r in missing:
+            self.store.append([r.id, GLib.markup_escape_text(r.label), True])
+        if chosen:
+            self.combo.set_active_id(chosen)
+            self.config.set_property("model", chosen)
+
+    def current_row(self):
+        mid = self.combo.get_active_id()
+        return next((r for r in self.rows if r.id == mid), None)
+
+    def current_mask(self) -> str:
+        try:
+            return str(self.config.get_property("mask"))
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _model_changed(self, combo):
+        row = self.current_row()
+        if row is None:
+            return
+        if self.config.get_property("model") != row.id:
+            self.config.set_property("model", row.id)
+        for p in self.op.params:       # e.g. the CodeFormer weight: only for CodeFormer
+            w = self.widgets.get(p.name)
+            if w is not None and p.applies_to:
+                w.set_visible(p.name in applicable(self.op, row))
+        self._update_download(row)
+        if not row.installed:
+            self.preview.status.set_text("The preview needs the model: download it first.")
+        self.preview.request()
+
+    def _update_download(self, row):
+        Gtk = self.Gtk
+        ok = row.installed and not self.downloading
+        self.dialog.set_response_sensitive(Gtk.ResponseType.OK, ok)
+        if row.installed and not self.downloading:
+            self.dl_box.hide()
+            return
+        if not self.downloading:
+            anything = any(r.installed for r in self.rows)
+            size = human_size(row.download) if row.download else None
+            name = row.label.split(" \u2014 ")[0]
+            lead = ("" if anything else f"No model for {self.op.title} is installed yet. ")
+            self.dl_label.set_text(lead + f"{name} is not installed: download it to use it"
+                                   + ("" if anything else " with this filter") + ".")
+            self.dl_button.set_label(f"Do_wnload ({size})" if size else "Do_wnload")
+            self.dl_button.set_use_underline(True)
+            can = bool(row.download) or bool(install_plan(caps_models(self.caps), [row.id]).ids)
+            self.dl_button.set_sensitive(can)
+            if not can:
+                self.dl_label.set_text(f"{name} cannot be downloaded from "
+                                       "GIMP (no verified download in the catalogue): copy its file "
+                                       "into the models folder.")
+        self.dl_box.set_no_show_all(False)
+        self.dl_box.show_all()
+        if not self.downloading:
+            self.dl_bar.hide()
+
+    def _download_clicked(self, _b):
+        if self.downloading:
+            if self.download_cancel is not None:
+                self.download_cancel.set()
+            return
+        row = self.current_row()
+        if row is None or row.installed:
+            return
+        self.download(row.id)
+
+    def download(self, mid: str):
+        """The backend downloads ``mid`` (with what it needs); the bar shows its progress."""
+        self.downloading = True
+        self.download_cancel = cancel = threading.Event()
+        self.dl_button.set_label("_Cancel download")
+        self.dl_button.set_use_underline(True)
+        self.dl_bar.set_no_show_all(False)
+        self.dl_bar.show()
+        self.dl_bar.set_fraction(0.0)
+        self.dl_bar.set_text("starting\u2026")
+        self.dialog.set_response_sensitive(self.Gtk.ResponseType.OK, False)
+        endpoint = self.endpoint
+
+        def work():
+            client_mod, _ = _import_client()
+            c = client_mod.Client(endpoint, heartbeat=HEARTBEAT_LIMIT)
+            try:
+                info = c.install_models([mid], on_progress=lambda f, t: GLib.idle_add(self._dl_progress, f, t),
+                                        should_cancel=cancel.is_set)
+                caps = c.ping(timeout=5.0)
+                GLib.idle_add(self._dl_done, mid, info, caps, None)
+            except Exception as e:  # noqa: BLE001 - shown in the dialog
+                GLib.idle_add(self._dl_done, mid, None, None, e)
+            finally:
+                c.close()
+
+        threading.Thread(target=work, name="ai-enhance-download", daemon=True).start()
+
+    def _dl_progress(self, fraction, text):
+        if self.downloading:
+            self.dl_bar.set_fraction(max(0.0, min(1.0, fraction)))
+            self.dl_bar.set_text(text or f"{int(fraction * 100)} %")
+        return False
+
+    def _dl_done(self, mid, info, caps, err):
+        self.downloading = False
+        self.download_cancel = None
+        self.dl_bar.hide()
+        if err is None and caps is not None:
+            self.caps = caps
+            self._fill_models(mid)
+            _TestHook.downloaded(self, mid, info)
+        elif err is not None:
+            kind = getattr(err, "kind", "internal")
+            text = "Download cancelled; it resumes where it stopped next time." if kind == "cancelled" \
+                else explain(kind, str(err), (self.caps or {}).get("log"))
+            _TestHook.downloaded(self, mid, None, text)
+            self._model_changed(self.combo)
+            self.dl_label.set_text(text)
+            return False
+        self._model_changed(self.combo)
+        return False
+
+    # -- parameters
+    def _config_changed(self, _config, pspec):
+        name = pspec.name
+        if name in ("strength", "mask"):
+            self.preview.draw()                  # only the blend changes
+        elif name == "scale":
+            self._update_summary()
+            self.preview.request()
+        elif name not in ("tile-size",):
+            self.preview.request()
+
+    def _update_summary(self):
+        sel = self.selection
+        area = (sel.width, sel.height) if sel is not None else (self.src.get_width(), self.src.get_height())
+        scale = self.preview._scale() if hasattr(self, "preview") else 1
+        out, where = size_summary(self.op, image_size=(self.image.get_width(), self.image.get_height()),
+                                  area=area, selection=sel is not None, scale=scale)
+        self.summary.set_text(out)
+        self.area_label.set_text(where)
+
+    # -- running
+    def run(self) -> bool:
+        _TestHook.attach(self)
+        ok = bool(self.dialog.run())
+        self.preview.close()
+        if self.download_cancel is not None:
+            self.download_cancel.set()
+        self.dialog.destroy()
+        return ok
+
+
+def open_help(op, parent=None) -> str:
+    """Open the local page of ``op`` (help/<name>.html beside the plug-in) in the browser."""
+    path = os.path.join(HERE, "help", f"{op.name}.html")
+    uri = GLib.filename_to_uri(path, None)
+    log = os.environ.get("AI_ENHANCE_HELP_LOG")
+    if log:                                # tests: record instead of launching a browser
+        with open(log, "a") as f:
+            f.write(uri + "\n")
+        return uri
+    try:
+        from gi.repository import Gio
+        Gio.AppInfo.launch_default_for_uri(uri, None)
+    except Exception as e:  # noqa: BLE001 - no browser: say where the page is
+        Gimp.message(f"{op.title}: could not open a browser ({e}); the help page is {path}")
+    return uri
+
+
+# --------------------------------------------------------------------------- the models manager
+
+class ModelsDialog:
+    """Filters > AI Enhance > Models...: every model, what it is for, installed or its size;
+    Download and Remove (the backend does both, with progress here)."""
+
+    COLS = ("id", "name", "for", "status", "size")
+
+    def __init__(self, caps, endpoint: str):
+        GimpUi, Gtk, _ = _ui()
+        GimpUi.init("ai-enhance")
+        self.Gtk, self.caps, self.endpoint = Gtk, caps, endpoint
+        self.busy = False
+        self.cancel: threading.Event | None = None
+        self.dialog = GimpUi.Dialog(title="AI Enhance Models", role="ai-enhance-models")
+        self.dialog.add_button("_Close", Gtk.ResponseType.CLOSE)
+        self.dialog.set_default_size(640, 420)
+        self.store = Gtk.ListStore(str, str, str, str, str)
+        self.view = Gtk.TreeView(model=self.store)
+        for i, title in enumerate(("Model", "For", "Status", "Size")):
+            col = Gtk.TreeViewColumn(title, Gtk.CellRendererText(), text=i + 1)
+            col.set_resizable(True)
+            self.view.append_column(col)
+        self.view.get_selection().connect("changed", lambda s: self._sync_buttons())
+        scroll = Gtk.ScrolledWindow()
+        scroll.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+        scroll.set_min_content_height(260)
+        scroll.add(self.view)
+        self.install_b = Gtk.Button.new_with_mnemonic("_Download")
+        self.install_b.set_tooltip_text("The engine downloads the model (verified, resumable)")
+        self.remove_b = Gtk.Button.new_with_mnemonic("_Remove")
+        self.remove_b.set_tooltip_text("Delete the model's file (and support files no other model needs)")
+        self.install_b.connect("clicked", lambda b: self._act("install"))
+        self.remove_b.connect("clicked", lambda b: self._act("remove"))
+        self.bar = Gtk.ProgressBar()
+        self.bar.set_show_text(True)
+        self.bar.set_text("")
+        self.status = Gtk.Label(label="", xalign=0.0)
+        self.status.set_line_wrap(True)
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        row.pack_start(self.install_b, False, False, 0)
+        row.pack_start(self.remove_b, False, False, 0)
+        row.pack_start(self.bar, True, True, 0)
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        box.set_border_width(8)
+        for w, expand in ((scroll, True), (row, False), (self.status, False)):
+            box.pack_start(w, expand, expand, 0)
+        self.dialog.get_content_area().pack_start(box, True, True, 0)
+        box.show_all()
+        self.refill()
+
+    def refill(self, keep: str | None = None):
+        self.store.clear()
+        models = [m for m in caps_models(self.caps) if not m.get("role")]
+        models.sort(key=lambda m: (not m.get("installed"), m.get("kind") == "illustration", m.get("name", m["id"])))
+        all_models = caps_models(self.caps)
+        for m in models:
+            status = "installed" if m.get("installed") else "not installed"
+            size = m.get("file_size") if m.get("installed") else install_plan(all_models, [m["id"]]).bytes
+            self.store.append([m["id"], m.get("name") or m["id"], ", ".join(_op_titles(m.get("ops"))),
+                               status, human_size(size) if size else "\u2014"])
+        self.status.set_text(f"Models folder: {self._folder()}")
+        if keep:
+            for i, r in enumerate(self.store):
+                if r[0] == keep:
+                    self.view.get_selection().select_path(Gtk_path(i))
+        self._sync_buttons()
+
+    def _folder(self) -> str:
+        paths = [m.get("path") for m in caps_models(self.caps) if m.get("path")]
+        return os.path.dirname(paths[0]) if paths else "?"
+
+    def selected(self) -> str | None:
+        model, it = self.view.get_selection().get_selected()
+        return model[it][0] if it is not None else None
+
+    def _sync_buttons(self):
+        mid = self.selected()
+        m = next((m for m in caps_models(self.caps) if m["id"] == mid), None)
+        if self.busy:
+            self.install_b.set_sensitive(True)
+            self.install_b.set_label("_Cancel")
+            self.remove_b.set_sensitive(False)
+            return
+        self.install_b.set_label("_Download")
+        self.install_b.set_sensitive(bool(m) and not m.get("installed")
+                                     and bool(install_plan(caps_models(self.caps), [mid]).ids))
+        self.remove_b.set_sensitive(bool(m) and bool(m.get("installed")) and not m.get("builtin"))
+
+    def _act(self, action: str, mid: str | None = None):
+        if self.busy:
+            if self.cancel is not None:
+                self.cancel.set()
+            return
+        mid = mid or self.selected()
+        if not mid:
+            return
+        self.busy = True
+        self.cancel = cancel = threading.Event()
+        self._sync_buttons()
+        self.bar.set_fraction(0.0)
+        self.bar.set_text("starting\u2026")
+        endpoint = self.endpoint
+
+        def work():
+            client_mod, _ = _import_client()
+            c = client_mod.Client(endpoint, heartbeat=HEARTBEAT_LIMIT)
+            try:
+                if action == "install":
+                    info = c.install_models([mid], should_cancel=cancel.is_set,
+                                            on_progress=lambda f, t: GLib.idle_add(self._progress, f, t))
+                else:
+                    info = c.remove_models([mid])
+                GLib.idle_add(self._done, mid, info, c.ping(timeout=5.0), None)
+            except Exception as e:  # noqa: BLE001
+                GLib.idle_add(self._done, mid, None, None, e)
+            finally:
+                c.close()
+
+        threading.Thread(target=work, name="ai-enhance-models", daemon=True).start()
+
+    def _progress(self, fraction, text):
+        self.bar.set_fraction(max(0.0, min(1.0, fraction)))
+        self.bar.set_text(text or "")
+        return False
+
+    def _done(self, mid, info, caps, err):
+        self.busy = False
+        self.cancel = None
+        if err is None:
+            self.caps = caps or self.caps
+            done = info.get("installed") or info.get("removed") or []
+            self.bar.set_fraction(1.0)
+            self.bar.set_text(("installed " if info.get("installed") else "removed ") + ", ".join(done)
+                              if done else "nothing to do")
+            self.refill(mid)
+        else:
+            kind = getattr(err, "kind", "internal")
+            self.bar.set_text("cancelled" if kind == "cancelled" else "failed")
+            self.status.set_text("Cancelled; the download resumes where it stopped next time."
+                                 if kind == "cancelled" else explain(kind, str(err), (self.caps or {}).get("log")))
+            self._sync_buttons()
+        _TestHook.models_done(self, mid, info, err)
+        return False
+
+    def run(self):
+        self.dialog.show()
+        _TestHook.attach_models(self)
+        while True:
+            r = self.dialog.run()
+            if r in (self.Gtk.ResponseType.CLOSE, self.Gtk.ResponseType.DELETE_EVENT, self.Gtk.ResponseType.NONE) \
+                    or not self.busy:
+                break
+        if self.cancel is not None:
+            self.cancel.set()
+        self.dialog.destroy()
+
+
+def Gtk_path(i: int):
+    _, Gtk, _ = _ui()
+    return Gtk.TreePath.new_from_indices([i])
+
+
+def _op_titles(ops) -> list[str]:
+    return [optable.BY_NAME[o].title.replace("AI ", "", 1) for o in ops or [] if o in optable.BY_NAME and
+            optable.BY_NAME[o].menu]
+
+
+# --------------------------------------------------------------------------- test hooks
+
+class _TestHook:
+    """For the end-to-end tests only (a headless GIMP has nobody to click): everything here is
+    inert unless its environment variable is set.
+
+    AI_ENHANCE_DIALOG_AUTORESPONSE  "ok" / "cancel" (or a file holding it): report what the dialog
+                                    shows to AI_ENHANCE_DIALOG_REPORT and answer shortly after.
+    AI_ENHANCE_DIALOG_SCRIPT        a JSON file: a list of steps (wait for the preview, toggle it,
+                                    pick a model, download, screenshot, report, answer).
+    AI_ENHANCE_PROGRESS_CANCEL      "tile:SECONDS" (or a file holding it): click the progress
+                                    window's Cancel that long after the first "tile" progress;
+                                    AI_ENHANCE_PROGRESS_REPORT gets the times.
+    AI_ENHANCE_SHOT_DIR             where screenshots are written.
+    """
+
+    dialog: FilterDialog | None = None
+    events: dict = {}
+    report: dict = {}
+
+    @classmethod
+    def _report_path(cls):
+        return os.environ.get("AI_ENHANCE_DIALOG_REPORT")
+
+    @classmethod
+    def _write(cls):
+        path = cls._report_path()
+        if path:
+            with open(path, "w") as f:
+                json.dump(cls.report, f)
+
+    @classmethod
+    def state(cls, dlg: FilterDialog) -> dict:
+        Gtk = dlg.Gtk
+        cfg = dlg.config
+        names = [p.name for p in cfg.list_properties() if p.name not in ("procedure", "image", "drawables")]
+        ok = dlg.dialog.get_widget_for_response(Gtk.ResponseType.OK)
+        pvw = dlg.preview
+        return {"choices": [r.id for r in dlg.rows], "labels": {r.id: r.label for r in dlg.rows},
+                "installed": [r.id for r in dlg.rows if r.installed],
+                "active": dlg.combo.get_active_id(),
+                "values": {n: _jsonable(cfg.get_property(n)) for n in names},
+                "title": dlg.dialog.get_title(), "ok_sensitive": bool(ok and ok.get_sensitive()),
+                "download_visible": dlg.dl_box.get_visible(), "download_label": dlg.dl_button.get_label(),
+                "download_text": dlg.dl_label.get_text(),
+                "visible": {n: bool(w.get_visible()) for n, w in dlg.widgets.items()},
+                "tooltips": {n: w.get_tooltip_text() for n, w in dlg.widgets.items()},
+                "strength_widget": _value_of(dlg.widgets.get("strength")),
+                "summary": dlg.summary.get_text(), "area": dlg.area_label.get_text(),
+                "tile_auto": dlg.tile_auto.get_active() if hasattr(dlg, "tile_auto") else None,
+                "advanced": bool(dlg.expander is not None),
+                "preview": {"state": pvw.state, "seconds": pvw.last_seconds, "shown": pvw.shown_count,
+                            "mode": pvw.mode, "status": pvw.status.get_text(),
+                            "region": list(pvw.region.box.as_tuple()) if pvw.region else None,
+                            "center": list(pvw.center),
+                            "digest": _digest(pvw.composed())},
+                "help_button": dlg.help_button.get_label()}
+
+    @classmethod
+    def attach(cls, dlg: FilterDialog) -> None:
+        cls.dialog = dlg
+        answer = os.environ.get("AI_ENHANCE_DIALOG_AUTORESPONSE")
+        if answer and os.path.isfile(answer):
+            with open(answer) as f:
+                answer = f.read().strip()
+        script = os.environ.get("AI_ENHANCE_DIALOG_SCRIPT")
+        steps = None
+        if script and os.path.isfile(script):
+            with open(script) as f:
+                steps = json.load(f).get(dlg.op.name)
+        if steps is None and answer in ("ok", "cancel"):
+            steps = [{"do": "report"}, {"do": "respond", "answer": answer}]
+            GLib.timeout_add(200, lambda: cls._run_steps(dlg, steps, {}) and False)
+        elif steps is not None:
+            GLib.timeout_add(200, lambda: cls._run_steps(dlg, list(steps), {}) and False)
+
+    @classmethod
+    def _run_steps(cls, dlg, steps, ctx):
+        """One step at a time; a waiting step re-arms itself until its condition or timeout."""
+        Gtk = dlg.Gtk
+        while steps:
+            st = steps[0]
+            do = st["do"]
+            now = time.monotonic()
+            if do.startswith("wait"):
+                start = ctx.setdefault("wait_start", now)
+                if do == "wait_preview":
+                    done = dlg.preview.shown_count >= st.get("count", 1) and dlg.preview.state == "shown"
+                elif do == "wait_downloaded":
+                    done = "downloaded" in cls.events
+                elif do == "wait_models":
+                    done = "models_done" in cls.events
+                else:
+                    done = now - start >= st.get("seconds", 0)
+                if not done and now - start < st.get("timeout", 60):
+                    GLib.timeout_add(100, lambda: cls._run_steps(dlg, steps, ctx) and False)
+                    return
+                cls.report.setdefault("waits", []).append({"step": do, "done": done,
+                                                           "seconds": round(now - start, 3)})
+                ctx.pop("wait_start", None)
+            elif do == "report":
+                cls.report.update(cls.state(dlg))
+                cls.report.setdefault("snapshots", []).append(cls.state(dlg))
+            elif do == "mode":
+                dlg.preview.mode_buttons[st["mode"]].set_active(True)
+            elif do == "set":
+                dlg.config.set_property(st["prop"], st["value"])
+            elif do == "model":
+                dlg.combo.set_active_id(st["id"])
+            elif do == "download":
+                dlg._download_clicked(None)
+            elif do == "drag":
+                c0 = dlg.preview.center
+                dlg.preview.center = pv.pan(c0, tuple(st["by"]), dlg.preview._scale())
+                dlg.preview.request(now=True)
+            elif do == "help":
+                dlg.help_button.clicked()
+            elif do == "expand":
+                if dlg.expander is not None:
+                    dlg.expander.set_expanded(True)
+            elif do == "shot":
+                GLib.timeout_add(300, lambda: cls._shot_then(dlg, st["name"], steps[1:], ctx) and False)
+                return
+            elif do == "respond":
+                cls._write()
+                dlg.dialog.response(Gtk.ResponseType.OK if st["answer"] == "ok" else Gtk.ResponseType.CANCEL)
+                return
+            steps.pop(0)
+        cls._write()
+
+    @classmethod
+    def _shot_then(cls, dlg, name, rest, ctx):
+        shoot(dlg.dialog, name)
+        cls._run_steps(dlg, rest, ctx)
+
+    @classmethod
+    def preview_shown(cls, preview) -> None:
+        cls.events["preview"] = time.monotonic()
+
+    @classmethod
+    def downloaded(cls, dlg, mid, info, error: str | None = None) -> None:
+        cls.events["downloaded"] = {"id": mid, "info": info, "error": error}
+        cls.report["download"] = cls.events["downloaded"]
+
+    @classmethod
+    def on_progress(cls, window, fraction, text) -> None:
+        spec = os.environ.get("AI_ENHANCE_PROGRESS_CANCEL")
+        if spec and os.path.isfile(spec):
+            with open(spec) as f:
+                spec = f.read().strip()
+        if not spec or window.cancel_requested or "cancel_armed" in cls.events:
+            return
+        when, _, delay = spec.partition(":")
+        if text.startswith(when):
+            cls.events["cancel_armed"] = True
+
+            def click():
+                window.button.clicked()
+                return False
+            GLib.timeout_add(int(float(delay or 0) * 1000), click)
+
+    @classmethod
+    def cancelled(cls, window, err) -> None:
+        path = os.environ.get("AI_ENHANCE_PROGRESS_REPORT")
+        if path:
+            with open(path, "w") as f:
+                json.dump({"clicked_at": getattr(window, "cancel_clicked_at", None), "confirmed": err.confirmed,
+                           "confirm_s": err.seconds, "returned_at": time.time(),
+                           "texts": getattr(window, "texts", [])}, f)
+
+    @classmethod
+    def attach_models(cls, dlg: ModelsDialog) -> None:
+        script = os.environ.get("AI_ENHANCE_DIALOG_SCRIPT")
+        if not script or not os.path.isfile(script):
+            return
+        with open(script) as f:
+            steps = list(json.load(f).get("models") or [])
+
+        def go():
+            while steps:
+                st = steps.pop(0)
+                if st["do"] == "shot":
+                    GLib.timeout_add(300, lambda: (shoot(dlg.dialog, st["name"]), go()) and False)
+                    return False
+                if st["do"] in ("install", "remove"):
+                    dlg._act(st["do"], st["id"])
+                    cls.events.pop("models_done", None)
+                    GLib.timeout_add(100, wait)
+                    return False
+                if st["do"] == "select":
+                    for i, r in enumerate(dlg.store):
+                        if r[0] == st["id"]:
+                            dlg.view.get_selection().select_path(Gtk_path(i))
+                if st["do"] == "report":
+                    cls.report["models"] = [list(r) for r in dlg.store]
+                    cls._write()
+                if st["do"] == "close":
+                    cls._write()
+                    dlg.dialog.response(dlg.Gtk.ResponseType.CLOSE)
+                    return False
+            return False
+
+        def wait():
+            if "models_done" in cls.events:
+                go()
+                return False
+            return True
+
+        GLib.timeout_add(200, go)
+
+    @classmethod
+    def models_done(cls, dlg, mid, info, err) -> None:
+        cls.events["models_done"] = True
+        cls.report.setdefault("models_actions", []).append(
+            {"id": mid, "info": info, "error": None if err is None else str(err)})
+
+
+def shoot(window, name: str) -> str | None:
+    """A PNG of ``window`` (the docs' screenshots) into AI_ENHANCE_SHOT_DIR."""
+    folder = os.environ.get("AI_ENHANCE_SHOT_DIR")
+    if not folder:
+        return None
+    _, Gtk, Gdk = _ui()
+    while Gtk.events_pending():
+        Gtk.main_iteration_do(False)
+    win = window.get_window()
+    pb = Gdk.pixbuf_get_from_window(win, 0, 0, win.get_width(), win.get_height())
+    path = os.path.join(folder, name)
+    pb.savev(path, "png", ["compression"], ["9"])
+    return path
+
+
+def _digest(data) -> str | None:
+    if data is None:
+        return None
+    import hashlib
+    return hashlib.sha256(bytes(data)).hexdigest()[:16]
+
+
+def _value_of(w):
+    try:
+        return w.get_value() if w is not None else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _jsonable(v):
@@ -403,12 +1570,14 @@ def _add_argument(procedure, p) -> None:
 
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [op.proc_name for op in optable.menu_ops()]
+        return [op.proc_name for op in optable.menu_ops()] + [MODELS_PROC]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == MODELS_PROC:
+            return self._models_procedure(name)
         op = optable.BY_PROC[name]
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
@@ -423,24 +1592,95 @@ class AIEnhance(Gimp.PlugIn):
                                  True, GObject.ParamFlags.READWRITE)
         return p
 
+    def _models_procedure(self, name):
+        p = Gimp.Procedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_models, None)
+        p.set_menu_label("_Models...")
+        p.add_menu_path(optable.MENU_PATH)
+        p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+        p.set_documentation("Download and remove the AI models of AI Enhance",
+                            "Lists every model with what it is for, whether it is installed and the "
+                            "size of its download; the AI Enhance engine downloads (verified, "
+                            "resumable) and removes them. Non-interactively: action 'install' or "
+                            "'remove' with model ids, comma separated.", name)
+        p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
+        rw = GObject.ParamFlags.READWRITE
+        p.add_enum_argument("run-mode", "Run mode", "The run mode", Gimp.RunMode,
+                            Gimp.RunMode.INTERACTIVE, rw)
+        p.add_string_argument("action", "Action", "install or remove (non-interactive runs)", "", rw)
+        p.add_string_argument("ids", "Models", "Model ids, comma separated (non-interactive runs)", "", rw)
+        p.add_string_return_value("result", "Result", "What changed, as JSON", "", rw)
+        return p
+
+    def run_models(self, procedure, config, run_data):
+        client_mod = None
+        try:
+            client_mod, _ = _import_client()
+            c = client_mod.Client(heartbeat=HEARTBEAT_LIMIT)
+            try:
+                _progress("AI Enhance: connecting to the engine\u2026")
+                try:
+                    caps = c.ensure_backend(wait=BACKEND_START_WAIT, on_wait=_on_wait)
+                except client_mod.ClientError as e:
+                    raise _client_error(e) from None
+                mode = config.get_property("run-mode")
+                if mode == Gimp.RunMode.INTERACTIVE:
+                    ModelsDialog(caps, c.endpoint).run()
+                    info = {}
+                else:
+                    action = (config.get_property("action") or "").strip()
+                    ids = [i.strip() for i in (config.get_property("ids") or "").split(",") if i.strip()]
+                    if action not in ("install", "remove") or not ids:
+                        raise UserError("give action 'install' or 'remove' and one or more model ids")
+                    try:
+                        info = run_in_background(
+                            lambda should_cancel, progress: c.install_models(ids, on_progress=progress,
+                                                                             should_cancel=should_cancel)
+                            if action == "install" else c.remove_models(ids),
+                            lambda f, t: (Gimp.progress_update(f), Gimp.progress_set_text(f"AI Enhance: {t}")))
+                    except client_mod.ClientError as e:
+                        raise _client_error(e, caps) from None
+            finally:
+                c.close()
+            return Gimp.ValueArray.new_from_values([
+                GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+                GObject.Value(GObject.TYPE_STRING, json.dumps(info))])
+        except UserError as e:
+            return _error(procedure, f"AI Enhance Models: {e}")
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            return _error(procedure, f"AI Enhance Models: internal error ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); please report it with "
+                                     "GIMP's error console output")
+        finally:
+            try:
+                Gimp.progress_end()
+            except Exception:  # noqa: BLE001
+                pass
+
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         op = optable.BY_PROC[procedure.get_name()]
         job = None
         try:
             source = _target_layer(image, drawables)
             job = Job(op, image, source)
-            if run_mode == Gimp.RunMode.INTERACTIVE:
+            interactive = run_mode == Gimp.RunMode.INTERACTIVE
+            if interactive:
                 caps = job.connect()
                 for name, value in image_defaults(op, lambda n: _parasite_bytes(image, n)).items():
                     config.set_property(name, value)
-                if not _dialog(procedure, config, op, caps):
+                dlg = FilterDialog(procedure, config, op, image, source, caps, job.client.endpoint)
+                if not dlg.run():
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             try:
                 job.settings = read_settings(op, config.get_property)
             except ParamError as e:
                 raise UserError(str(e)) from None
+            if run_mode != Gimp.RunMode.NONINTERACTIVE and _have_display():
+                job.window = ProgressWindow(op.title)
             layer = job.run()
             return _success(layer)
+        except Cancelled:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
         except UserError as e:
             return _error(procedure, f"{op.title}: {e}")
         except Exception as e:  # noqa: BLE001 - a bug: say so in one line, details on stderr

@@ -153,7 +153,8 @@ class Gimp:
 
     def run(self, drive: str | Path, *, env: dict | None = None, params: dict | None = None,
             timeout: float = 180.0, install: bool = True, profile: Path | None = None,
-            display: bool = False, files: dict | None = None) -> GimpRun:
+            display: bool = False, files: dict | None = None, gui: bool = False,
+            profile_files: dict | None = None) -> GimpRun:
         drive = Path(drive)
         if not drive.is_absolute():
             drive = HERE / "drives" / drive
@@ -176,6 +177,8 @@ class Gimp:
                 profile.mkdir()
             if given_profile is not None:
                 profile = given_profile
+            for name, data in (profile_files or {}).items():     # e.g. a sessionrc for gui=True
+                (profile / name).write_bytes(data)
             shutil.copy(HERE / "drive_lib.py", work / "drive_lib.py")
             shutil.copy(drive, work / "drive.py")
             out = work / "out.json"
@@ -199,11 +202,12 @@ class Gimp:
             genv.update(self.extra_env)
             # "{work}" in a value: this run's own folder (as GIMP sees it), e.g. for report files
             genv.update({k: str(v).replace("{work}", inside) for k, v in (env or {}).items()})
-            # display=True: an X server (Xvfb) for plug-ins that open dialogs; GIMP stays console
-            xvfb = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp"] if display else []
+            # display=True: an X server (Xvfb) for plug-ins that open dialogs; GIMP stays console.
+            # gui=True: GIMP with its windows (screenshots of the Layers dock), on Xvfb
+            xvfb = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp"] if display or gui else []
+            exe = ["gimp-3", "-d", "-f"] if gui else ["gimp-console-3", "-i", "-d", "-f"]
             gimp_cmd = ["env", "-i", *[f"{k}={v}" for k, v in genv.items()], *xvfb,
-                        "gimp-console-3", "-i", "-d", "-f", "--batch-interpreter", "python-fu-eval",
-                        "-b", code, "--quit"]
+                        *exe, "--batch-interpreter", "python-fu-eval", "-b", code, "--quit"]
             script = ('set -e; r="$1"; shift; mount --bind /proc "$r/proc"; '
                       'mount --bind /dev "$r/dev"; exec chroot "$r" "$@"')
             cmd = ["unshare", "--mount", "--propagation", "private", "--",

@@ -37,7 +37,7 @@ def test_dialog_lists_backend_models_and_runs_with_given_values(dialog_run):
     assert d["active"] == "nearest-x4"
     assert d["values"]["scale"] == 1 and d["values"]["strength"] == pytest.approx(0.5)
     new = _new_layer(r)
-    assert new["name"] == "AI Upscale nearest-x4 \u00d71"
+    assert new["name"] == "AI Upscale \u00d71 \u00b7 nearest-x4"
     assert new["opacity"] == pytest.approx(50.0)
     assert r["after"]["size"] == r["before"]["size"]
 

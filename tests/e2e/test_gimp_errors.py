@@ -36,7 +36,7 @@ def test_procedures_registered_with_their_arguments(errors_run):
     assert f["model"]["default_value"] == "gfpgan-v1.4"
     assert (f["scale"]["minimum"], f["scale"]["maximum"]) == (1, 4)
     assert f["mask"]["default_value"] == "faces"
-    assert up["menu_label"] == "_Upscale..." and faces["menu_label"] == "Restore _Faces..."
+    assert up["menu_label"] == "AI _Upscale..." and faces["menu_label"] == "AI Restore _Faces..."
 
 
 @pytest.mark.parametrize("case, proc", [("dead_backend", "AI Upscale"),

@@ -27,6 +27,10 @@ def arr(d: dict) -> np.ndarray:
     return a.reshape(d["h"], d["w"], CHANNELS[model])
 
 
+def _short(models: list[dict], mid: str) -> str:
+    return next((m.get("short") or mid for m in models if m["id"] == mid), mid)
+
+
 def _test_model(op, models: list[dict]) -> str | None:
     """An installed model of the test backend that serves ``op``: the exact nearest-neighbour
     nets first (their output is known), else any."""
@@ -44,7 +48,8 @@ def plan(e2e_backend):
         model = _test_model(op, models)
         if model is not None:
             props = {"scale": 1} if op.param("scale") else {}
-            runs.append({"op": op.name, "proc": op.proc_name, "model": model, "props": props})
+            runs.append({"op": op.name, "proc": op.proc_name, "model": model, "props": props,
+                         "short": _short(models, model)})
     return runs
 
 
@@ -91,7 +96,9 @@ def test_each_filter_adds_a_masked_layer_above_the_untouched_source(every_run, p
         new = next(l for l in after["layers"] if l["id"] == r["run"]["layer_id"])
         src = next(l for l in after["layers"] if l["id"] == r["src_id"])
         assert new["position"] == src["position"] - 1 and new["parent"] == src["parent"], (run, kind)
-        assert new["name"].startswith(f"{op.title} {run['model']}"), new["name"]
+        # "AI Upscale \u00d71 \u00b7 nearest-x4": what it did, then the model's short name
+        assert new["name"].startswith(op.title) and new["name"].split(" \u00b7 ")[1].startswith(run["short"]), \
+            new["name"]
         assert new["opacity"] == pytest.approx(60.0) and new["has_mask"], (run, kind)
         assert r["src_after"]["b64"] == r["src_before"]["b64"], f"{run} {kind}: the source changed"
         mask, sel = arr(r["mask"])[..., 0], arr(r["selection_under_layer"])[..., 0]

@@ -42,7 +42,9 @@ def new_layer(r, scale=1):
     assert lid
     after = {l["id"]: l for l in r["after"]["layers"]}
     new, src = after[lid], after[r["src_id"]]
-    assert new["name"] == f"AI Restore Faces tiny-restoreformer \u00d7{scale}"
+    # short and friendly: what it did (the scale only when it enlarged), then the model
+    assert new["name"] == ("AI Restore Faces" + (f" \u00d7{scale}" if scale != 1 else "")
+                           + " \u00b7 tiny-restoreformer")
     assert new["parent"] == src["parent"] and new["position"] == src["position"] - 1
     assert len(r["after"]["layers"]) == len(r["before"]["layers"]) + 1
     return new, src

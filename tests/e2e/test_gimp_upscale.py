@@ -42,7 +42,7 @@ def check_new_layer(r: dict, *, scale: int, model: str = "nearest-x4") -> tuple[
     before, after = r["before"], r["after"]
     assert len(after["layers"]) == len(before["layers"]) + 1
     new, src = layer(after, id=new_id), layer(after, id=r["src_id"])
-    assert new["name"] == f"AI Upscale {model} \u00d7{scale}"
+    assert new["name"] == f"AI Upscale \u00d7{scale} \u00b7 {model}"
     # directly above the source, in the same group
     assert new["parent"] == src["parent"]
     assert new["position"] == src["position"] - 1

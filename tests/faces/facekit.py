@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testkit import link  # noqa: F401  (a model file into a test folder)
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 DETECTOR_FILE = "detection_mobilenet0.25_Final.pth"
@@ -50,15 +52,6 @@ def read_rgb(name: str, max_side: int | None = None) -> np.ndarray:
 def astronaut() -> np.ndarray:
     skimage_data = pytest.importorskip("skimage.data")
     return skimage_data.astronaut()
-
-
-def link(src: Path, dst: Path) -> None:
-    """Put a real weights file into a test models folder: a hard link (or a copy), never a symlink,
-    which the backend refuses when it leads out of the models folder (issue 14)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def make_tiny_restoreformer(path: Path, seed: int = 0) -> Path:

@@ -219,7 +219,13 @@ def test_progress_per_tile(engine):
     out = run(engine, img_u8(60, 60), tile=24, progress=rec)
     n = out.info["tiles"]
     tiles = [c for c in rec.calls if c[1].startswith("tile ")]
-    assert [t for _, t in tiles] == [f"tile {i}/{n}" for i in range(1, n + 1)]
+    heads = [t.split(" \u00b7 ")[0] for _, t in tiles]
+    # each tile is announced as it starts, in order, at the share of the work already done
+    assert list(dict.fromkeys(heads)) == [f"tile {i} of {n}" for i in range(1, n + 1)]
+    starts = {t.split(" \u00b7 ")[0]: f for f, t in reversed(tiles)}
+    assert [starts[f"tile {i} of {n}"] for i in range(1, n + 1)] == pytest.approx([(i - 1) / n for i in range(1, n + 1)])
+    # from the second tile on, the time left
+    assert all(" left" in t for _, t in tiles if not t.startswith("tile 1 of"))
     fr = [f for f, _ in rec.calls]
     assert fr == sorted(fr) and fr[-1] == 1.0 and all(0 <= f <= 1 for f in fr)
 

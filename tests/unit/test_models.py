@@ -166,7 +166,8 @@ def test_missing_model_names_file_folder_and_installer(mdir):
     err = e.value
     assert err.kind == ErrorKind.MODEL_MISSING
     assert "RealESRGAN_x4plus.pth" in err.message and str(mdir) in err.message
-    assert "install.py --models realesrgan-x4plus" in err.hint
+    assert "Filters > AI Enhance > Models" in err.hint                 # what to do inside GIMP
+    assert "ai-enhance models install realesrgan-x4plus" in err.hint
     assert "https://github.com/xinntao/Real-ESRGAN/releases/download/" in err.hint
     assert "\n" not in str(err)
 
@@ -192,7 +193,7 @@ def test_truncated_and_garbage_files(tmp_path):
         err = _corrupt_kind(tmp_path / name)
         assert err.kind == ErrorKind.MODEL_CORRUPT, name
         assert name in err.message
-        assert "install.py --models realesr-animevideov3" in err.hint
+        assert "ai-enhance models install realesr-animevideov3" in err.hint
     assert "truncated" in _corrupt_kind(tmp_path / "half.pth").message
     assert "empty" in _corrupt_kind(tmp_path / "empty.pth").message
 

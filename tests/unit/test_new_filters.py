@@ -4,7 +4,6 @@ file names (tests/randnets.py; spandrel must detect each): same size out, the dt
 of the input, the operation's parameters reaching the model, and the catalogue's default choice."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,7 @@ from ai_enhance.jobs import JobRequest
 from ai_enhance.models import ModelStore
 from ai_enhance_client.protocol import ErrorKind
 from randnets import path_of
-from testkit import make_compact
-
-
-def link(src: Path, dst: Path) -> None:
-    os.symlink(src, dst)
+from testkit import link, make_compact
 
 
 def img(h=36, w=44, c=3, seed=0, dtype=np.uint8):
@@ -126,4 +121,4 @@ def test_jpeg_cleanup_without_fbcnn_says_how_to_install_it(engine):
     with pytest.raises(EnhanceError) as e:
         run(engine, "jpeg", img())
     assert e.value.kind == ErrorKind.MODEL_MISSING
-    assert "fbcnn_color.pth" in e.value.message and "install.py --models fbcnn-color" in e.value.hint
+    assert "fbcnn_color.pth" in e.value.message and "ai-enhance models install fbcnn-color" in e.value.hint

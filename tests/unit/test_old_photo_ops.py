@@ -3,7 +3,6 @@ functions are tested on their own in test_imaging_*.py): what each returns, what
 and the clear answers to bad masks."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ from ai_enhance.models import ModelStore
 from ai_enhance_client.protocol import ErrorKind
 from damagekit import damage
 from randnets import path_of
-from testkit import make_compact
+from testkit import link, make_compact
 
 
 def photo(h=96, w=128) -> np.ndarray:
@@ -110,7 +109,7 @@ def test_inpaint_bad_masks_are_clear_errors_or_no_ops(bare):
 @pytest.mark.slow
 def test_inpaint_with_lama_keeps_unmasked_pixels(tmp_path):
     p = path_of("lama")
-    os.symlink(p, tmp_path / p.name)
+    link(p, tmp_path / p.name)
     engine = Engine(ModelStore(tmp_path), device="cpu")
     clean, bad, truth = damaged(2)
     holes = (((truth.scratches > 0) | (truth.specks > 0)) * 255).astype(np.uint8)
@@ -125,7 +124,7 @@ def test_colorize_keeps_the_luminance_and_returns_rgb(tmp_path, channels):
     from ai_enhance.imaging.colorize import srgb_to_lab
 
     p = path_of("ddcolor")
-    os.symlink(p, tmp_path / "ddcolor_modelscope.pth")            # the default's file name
+    link(p, tmp_path / "ddcolor_modelscope.pth")                  # the default's file name
     engine = Engine(ModelStore(tmp_path), device="cpu")
     src = photo(48, 64)
     if channels == 1:

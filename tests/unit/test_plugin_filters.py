@@ -58,10 +58,10 @@ def test_jpeg_quality_from_gimps_parasite():
 
 def test_layer_name():
     up, den, jpeg = (optable.BY_NAME[n] for n in ("upscale", "denoise", "jpeg"))
-    assert F.layer_name(up, "realesrgan-x4plus", 2) == "AI Upscale realesrgan-x4plus \u00d72"
+    assert F.layer_name(up, "realesrgan-x4plus", 2) == "AI Upscale \u00d72 \u00b7 realesrgan-x4plus"
     assert F.layer_name(den, "ffdnet-color", 1, {"noise_level": 23.4, "noise_level_estimated": True}) == \
-        "AI Denoise ffdnet-color \u03c323.4 (auto)"
-    assert F.layer_name(jpeg, "fbcnn-color", 1, {"quality": 40}) == "AI JPEG Cleanup fbcnn-color q40"
+        "AI Denoise \u00b7 ffdnet-color \u03c323.4 (auto)"
+    assert F.layer_name(jpeg, "fbcnn-color", 1, {"quality": 40}) == "AI JPEG Cleanup \u00b7 fbcnn-color q40"
 
 
 @pytest.mark.parametrize("component, gray, alpha, fmt, channels, dtype", [
@@ -108,16 +108,18 @@ CAPS = {"models": [
 
 def test_model_choices_installed_first_and_filtered_by_op():
     ids = [mid for mid, _ in F.model_choices(CAPS, "upscale")]
-    assert ids == ["anything", "nearest-x4", "realesrgan-x4plus", "aaa-missing"]
+    # installed first; among them the table's best-first order, then entries of unknown kind,
+    # then custom files (the issue: photo models before the others)
+    assert ids == ["realesrgan-x4plus", "anything", "nearest-x4", "aaa-missing"]
     labels = dict(F.model_choices(CAPS, "upscale"))
-    assert labels["aaa-missing"].endswith("not installed")
-    assert "[custom]" in labels["nearest-x4"] and "\u00d74" in labels["realesrgan-x4plus"]
-    assert [m for m, _ in F.model_choices(CAPS, "faces")] == ["anything", "gfpgan-v1.4"]
+    assert labels["aaa-missing"].endswith("not installed")     # no URL in CAPS: no size to offer
+    assert labels["nearest-x4"] == "nearest-x4" and labels["realesrgan-x4plus"] == "Real-ESRGAN x4plus"
+    assert [m for m, _ in F.model_choices(CAPS, "faces")] == ["gfpgan-v1.4", "anything"]
 
 
 def test_model_choices_keeps_current_and_tolerates_no_backend():
     assert F.model_choices(None, "upscale", "my-model") == [("my-model", "my-model")]
-    assert F.model_choices({"capabilities": CAPS}, "faces", "gfpgan-v1.4")[1][0] == "gfpgan-v1.4"
+    assert F.model_choices({"capabilities": CAPS}, "faces", "gfpgan-v1.4")[0][0] == "gfpgan-v1.4"
     assert F.model_choices(CAPS, "upscale", "custom-x")[0] == ("custom-x", "custom-x")
 
 

@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", help="every model id: installed or missing, size, source")
     ml.add_argument("--json", action="store_true")
     ml.add_argument("--models-dir", type=Path)
+    mi = msub.add_parser("install", help="download catalogue models (verified, resumable) through the "
+                                         "backend, with what they need (e.g. the face detector)")
+    mi.add_argument("ids", nargs="+", metavar="ID", help="model ids (see `ai-enhance models list`)")
+    mr = msub.add_parser("remove", help="delete models (and support files no other model needs)")
+    mr.add_argument("ids", nargs="+", metavar="ID")
+    for p in (mi, mr):
+        p.add_argument("--endpoint", help="backend endpoint (default: AI_ENHANCE_ENDPOINT, settings)")
+        p.add_argument("--no-autostart", action="store_true", help="fail instead of starting a backend")
+        p.add_argument("-q", "--quiet", action="store_true")
     st = sub.add_parser("status", help="ask the running backend what it has loaded and queued")
     st.add_argument("--endpoint")
     sp = sub.add_parser("stop", help="stop the running backend gracefully (clients are told)")
@@ -323,6 +332,8 @@ def default_scale(op, model: str, caps: dict) -> int:
 
 
 def cmd_models(args) -> int:
+    if getattr(args, "models_cmd", None) in ("install", "remove"):
+        return cmd_models_change(args)
     from ..models import ModelStore
 
     store = ModelStore(args.models_dir) if getattr(args, "models_dir", None) else ModelStore()
@@ -344,6 +355,41 @@ def cmd_models(args) -> int:
         print(f"\nfiles in {store.dir} that are not used:")
         for f, why in problems:
             print(f"  {f}: {why}")
+    return 0
+
+
+def cmd_models_change(args) -> int:
+    """`models install|remove ID...`: the backend does it (the same path as GIMP's Models... dialog),
+    so the files land in the folder the backend serves from."""
+    from ai_enhance_client.client import Client, ClientError
+    from ai_enhance_client.model_plan import human_size
+
+    bar = _Bar(args.quiet)
+    try:
+        with Client(args.endpoint) as client:
+            client.ensure_backend(autostart=not args.no_autostart, on_wait=lambda text: bar(0.0, text))
+            if args.models_cmd == "install":
+                info = client.install_models(args.ids, on_progress=bar)
+            else:
+                info = client.remove_models(args.ids)
+    except ClientError as e:
+        bar.done()
+        print(f"ai-enhance: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:      # the backend drops the job when the heartbeats stop; .part kept
+        bar.done()
+        print("ai-enhance: interrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
+    bar.done()
+    if not args.quiet:
+        where = info.get("models_dir", "the models folder")
+        if args.models_cmd == "install":
+            if info.get("installed"):
+                print(f"installed {', '.join(info['installed'])} ({human_size(info.get('bytes'))}) into {where}")
+            if info.get("present"):
+                print(f"already installed: {', '.join(info['present'])}")
+        else:
+            print(f"removed {', '.join(info.get('removed') or []) or 'nothing'} from {where}")
     return 0
 
 

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
-#: How the messages tell a user to fetch a catalogue model (the installer's command line).
-INSTALL_COMMAND = "python3 installer/install.py --models {id}"
+#: A JSON file of further entries (same format) added to the catalogue, an entry with the id of a
+#: catalogue entry replacing it: a private collection of models, or a test's local download server.
+ENV_EXTRA_CATALOG = "AI_ENHANCE_EXTRA_CATALOG"
+#: How the messages tell a user to fetch a catalogue model: the backend downloads it (from GIMP's
+#: model manager or the CLI), so neither needs the installer's folder.
+INSTALL_COMMAND = "ai-enhance models install {id}"
+INSTALL_HINT = ("download it in GIMP with Filters > AI Enhance > Models... (or run "
+                "`ai-enhance models install {id}`)")
 
 
 def load_catalog(path: Path | None = None) -> list[dict]:
@@ -32,9 +38,16 @@ _catalog_cache: list[dict] | None = None
 
 
 def catalog() -> list[dict]:
+    """The catalogue, with the entries of AI_ENHANCE_EXTRA_CATALOG when it names a file."""
     global _catalog_cache
     if _catalog_cache is None:
-        _catalog_cache = load_catalog()
+        entries = load_catalog()
+        extra = os.environ.get(ENV_EXTRA_CATALOG)
+        if extra:
+            more = load_catalog(Path(extra))
+            ids = {e["id"] for e in more}
+            entries = [e for e in entries if e["id"] not in ids] + more
+        _catalog_cache = entries
     return _catalog_cache
 
 
@@ -89,6 +102,8 @@ class ModelInfo:
     purpose: str | None = None         # custom models: spandrel's purpose
     builtin: bool = False              # computed by the backend itself: no file, always installed
     helper: str | None = None          # support networks: how models.helpers builds it
+    short: str = ""                    # a short name for layer names ("Real-ESRGAN")
+    kind: str = ""                     # photo | illustration | support | custom: the dialogs' grouping
 
     @property
     def status(self) -> str:
@@ -127,6 +142,7 @@ class ModelInfo:
             "ops": list(self.ops), "scale": self.scale, "role": self.role, "arch": self.arch,
             "companions": list(self.companions), "builtin": self.builtin,
             "description": self.description, "license": self.license, "custom": self.custom,
+            "short": self.short or self.id, "kind": self.kind,
         }
 
 
@@ -136,7 +152,7 @@ def info_from_entry(e: dict, folder: Path) -> ModelInfo:
                          size=0, url=None, sha256=None, family=e.get("family") or "builtin",
                          ops=list(e.get("ops") or []), scale=e.get("scale") or 1,
                          description=e.get("description") or "", license=e.get("license"),
-                         builtin=True)
+                         builtin=True, short=e.get("short") or "", kind=e.get("kind") or "photo")
     path = find_file(folder, e["file"])
     return ModelInfo(
         id=e["id"], name=e.get("name") or e["id"], file=e["file"],
@@ -146,7 +162,7 @@ def info_from_entry(e: dict, folder: Path) -> ModelInfo:
         role=e.get("role"), arch=e.get("arch"), adapter=e.get("adapter"),
         companions=list(e.get("companions") or []), dni=e.get("dni"),
         description=e.get("description") or "", helper=e.get("helper"),
-        license=e.get("license"),
+        license=e.get("license"), short=e.get("short") or "", kind=e.get("kind") or "",
     )
 
 

@@ -27,7 +27,7 @@ from ..errors import EnhanceError
 from ..runtime import devices
 from ..runtime.tiling import SizeReq
 from .adapters import CONVERTIBLE, adapter_for
-from .catalog import INSTALL_COMMAND, ModelInfo, catalog, info_from_entry
+from .catalog import INSTALL_COMMAND, INSTALL_HINT, ModelInfo, catalog, info_from_entry
 from .loading import (MODEL_SUFFIXES, build_descriptor, corrupt, detect_arch, interpolate_state_dicts,
                       read_state_dict)
 
@@ -218,7 +218,8 @@ class ModelStore:
             id=self._custom_id(p), name=f"{p.stem} (custom{', ' + pr.arch if pr.arch else ''})",
             file=p.name, path=p, installed=True, size=p.stat().st_size, url=None, sha256=None,
             family="custom", ops=ops_for_model(pr.purpose, pr.arch), scale=pr.scale,
-            arch=pr.arch, custom=True, purpose=pr.purpose, description=pr.error or "")
+            arch=pr.arch, custom=True, purpose=pr.purpose, description=pr.error or "",
+            short=self._custom_id(p), kind="custom")
 
     def _probe(self, path: Path, model_id: str | None = None) -> _Probe:
         """Architecture, scale and purpose of a custom file, cached by (path, size, mtime)."""
@@ -294,9 +295,9 @@ class ModelStore:
         return info
 
     def missing_error(self, info: ModelInfo) -> EnhanceError:
-        how = f"install it with `{INSTALL_COMMAND.format(id=info.id)}`"
+        how = INSTALL_HINT.format(id=info.id)
         if info.url:
-            how += f", or download {info.url} into that folder"
+            how += f"; or download {info.url} into that folder"
         return EnhanceError(ErrorKind.MODEL_MISSING,
                             f"model '{info.id}' is not installed: {info.file} is not in {self.dir}",
                             how)

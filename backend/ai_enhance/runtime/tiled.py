@@ -25,7 +25,7 @@ from ai_enhance_client.protocol import ErrorKind
 from ..errors import Cancelled, EnhanceError
 from ..jobs import IsCancelled, Progress
 from ..pixels import LUMA, PEAK, convert_channels, from_unit_float, to_unit_float
-from . import devices, tiling
+from . import devices, interrupt, pace, tiling
 
 log = logging.getLogger("ai_enhance.tiled")
 
@@ -87,6 +87,9 @@ class TiledRunner:
             tile = self.auto_tile(net)
             if net.tiling == "discouraged" and max(roi[2], roi[3]) <= 2 * tile:
                 tile = 0
+            if tile:        # by time too: on a CPU a tile takes seconds, not minutes
+                tile = pace.paced_tile(net, self.device.kind, tile, (roi[2], roi[3]), self.context,
+                                       net.size_req.multiple_of, max(floor, net.size_req.minimum))
         t0 = time.monotonic()
         while True:
             try:
@@ -168,15 +171,20 @@ class TiledRunner:
                                  if span.ramp0 or span.ramp1 else None)
             return weights[span]
 
-        with torch.inference_mode():
+        clock = _TileClock(p, net, progress)
+        # the forward itself is interruptible (a cancel lands within one layer, not one tile) and
+        # followed (progress moves inside a tile)
+        interrupt.prepare(net.module)
+        with torch.inference_mode(), interrupt.watching(is_cancelled, clock.on_work):
             for t in p.tiles():
                 if is_cancelled():
                     raise Cancelled()
                 r, c_ = t.row, t.col
                 y0, y1, x0, x1 = t.extent
                 h, w = y1 - y0, x1 - x0
-                x = convert_channels(to_unit_float(color[y0:y1, x0:x1]), mc_in)
                 ph, pw = net.size_req.padding(h, w)
+                clock.begin(t, (h + ph) * (w + pw))
+                x = convert_channels(to_unit_float(color[y0:y1, x0:x1]), mc_in)
                 x = tiling.pad_hwc(x, ph, pw)
                 xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
                 yt = net.forward(xt.to(device=dev, dtype=tdtype), options)
@@ -203,10 +211,82 @@ class TiledRunner:
                 part = sup.permute(1, 2, 0)
                 blender.add_support(t, part if on_device else part.cpu().numpy())
                 del xt, yt, sup
-                progress((t.index + 1) / n, f"tile {t.index + 1}/{n}")
+                clock.done(t)
+        progress(1.0, f"{n} tiles done" if n > 1 else "done")
         if not blender.complete:
             raise EnhanceError(ErrorKind.INTERNAL, "tiling did not cover the output")
         return out, p
+
+
+class _TileClock:
+    """Honest progress of a tiled run: "tile k of n", moving WITHIN a tile too (the multiply-adds
+    of the forward are followed through the cancel hook, see runtime/interrupt.py: a CPU tile of a
+    minute moves the bar every half second), and the time left as soon as a little of the work is
+    done.  Each tile's time also teaches the network's Pace how big later tiles may be.
+    """
+
+    REPORT_S = 0.5
+
+    def __init__(self, plan, net, progress):
+        self.n = plan.count
+        self.progress = progress
+        self.total_px = max(1, plan.computed_pixels)
+        self.done_px = 0
+        self.pace = pace.pace_of(net)
+        self.macs_px = self.pace.macs(net)       # None: no count inside a tile (still per tile)
+        self.t_first = None
+        self._t0 = 0.0
+        self._index = 0
+        self._px = 0
+        self._expect = 0.0
+        self._macs = 0.0
+        self._last = 0.0
+
+    def begin(self, t, padded_px: int) -> None:
+        now = time.monotonic()
+        if self.t_first is None:
+            self.t_first = now
+        self._t0, self._index, self._px = now, t.index, padded_px
+        self._expect = (self.macs_px or 0.0) * padded_px
+        self._macs = 0.0
+        self._last = now
+        self.progress(t.index / self.n, self._text(0.0))
+
+    def _within(self) -> float:
+        return min(0.99, self._macs / self._expect) if self._expect > 0 else 0.0
+
+    def _text(self, within: float) -> str:
+        s = f"tile {self._index + 1} of {self.n}"
+        done = self.done_px + within * self._px
+        elapsed = time.monotonic() - (self.t_first or time.monotonic())
+        frac = done / self.total_px
+        if self.done_px or (frac > 0.02 and elapsed > 2.0):   # after the first tile, or a fair sample
+            s += f" \u00b7 about {_duration(elapsed / max(frac, 1e-9) * (1 - frac))} left"
+        return s
+
+    def on_work(self, macs: float) -> None:
+        if self._expect <= 0:
+            return
+        self._macs += macs
+        now = time.monotonic()
+        if now - self._last >= self.REPORT_S:
+            self._last = now
+            within = self._within()
+            self.progress((self._index + within) / self.n, self._text(within))
+
+    def done(self, t) -> None:
+        dt = time.monotonic() - self._t0
+        y0, y1, x0, x1 = t.extent
+        self.done_px += (y1 - y0) * (x1 - x0)
+        self.pace.observe(self._px, dt)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, int(round(seconds)))} s"
+    if seconds < 3600:
+        return f"{int(round(seconds / 60))} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _rows_to_numpy(band, channels: int, dtype) -> np.ndarray:

@@ -30,6 +30,8 @@ CRASH_CHECK_S = 3.0
 #: A gap this long between two turns of the wait loop means THIS process was paused (SIGSTOP,
 #: a suspended laptop, a debugger): the backend's silence over it is not the backend's fault.
 PAUSE_GAP_S = 3.0
+#: How long a cancelling client waits for the backend to confirm that the job stopped.
+CONFIRM_S = 3.0
 
 
 class ClientError(Exception):
@@ -38,6 +40,8 @@ class ClientError(Exception):
     def __init__(self, message: str, kind: str = "connection"):
         super().__init__(P.one_line(message))
         self.kind = kind
+        self.confirmed: bool | None = None     # a cancel: did the backend confirm it stopped?
+        self.seconds: float | None = None      # ...and how long that took
 
 
 @dataclass
@@ -60,13 +64,18 @@ class Client:
     def __init__(self, endpoint: str | None = None, *, settings: Settings | None = None,
                  idle_timeout: float = 30.0, context: zmq.Context | None = None,
                  keys_dir: str | os.PathLike | None = None, server_key: str | bytes | None = None,
-                 compress: bool | None = None):
+                 compress: bool | None = None, heartbeat: float | None = None):
         self.settings = settings or Settings.load()
         self.endpoint = endpoint or self.settings.endpoint
         self.idle_timeout = idle_timeout
         self.keys_dir = Path(keys_dir) if keys_dir else self.settings.keys_path()
         self._server_key = server_key
         self._compress = compress
+        #: None: heartbeats every HEARTBEAT_S and the backend's own silence limit; a number: ask the
+        #: backend to drop this client's jobs after that many silent seconds (and beat 4x as often),
+        #: so that a killed client (GIMP's status-bar Cancel) stops the backend within ~1-2 s
+        self.heartbeat = heartbeat
+        self.beat_s = HEARTBEAT_S if heartbeat is None else max(0.05, min(HEARTBEAT_S, heartbeat / 4))
         self._ctx = context or zmq.Context.instance()
         self._sock = None
         self._monitor = None
@@ -366,6 +375,38 @@ class Client:
             return self._compress
         return self.settings.compress and not self.parsed.loopback
 
+    def _acknowledge(self, job_id: str) -> None:
+        """Tell the backend the result of ``job_id`` arrived (it stops counting it as unread)."""
+        try:
+            self._ack_pending = self._send(P.received_request(job_id), must=False) or self._ack_pending
+        except zmq.ZMQError:
+            pass
+
+    def _cancel_confirmed(self, job_id: str, wait: float = CONFIRM_S) -> "ClientError":
+        """Cancel ``job_id`` and wait for the backend to say it stopped (its `cancelled` error, or
+        the result that was already on its way): the ClientError to raise, with ``confirmed`` and
+        the ``seconds`` it took."""
+        t0 = time.monotonic()
+        self.cancel(job_id)
+        confirmed = False
+        while time.monotonic() - t0 < wait:
+            msg = self._recv(job_id, max(0.01, wait - (time.monotonic() - t0)))
+            if msg is None:
+                break
+            if msg.type in (P.MsgType.ERROR, P.MsgType.RESULT, P.MsgType.DONE):
+                if msg.type == P.MsgType.RESULT:
+                    self._acknowledge(job_id)
+                confirmed = True
+                break
+            if msg.type == P.MsgType.HEARTBEAT and msg.header.get("state") == "unknown":
+                confirmed = True      # gone already
+                break
+        err = ClientError("cancelled" if confirmed else
+                          f"cancelled (the backend did not confirm within {wait:.0f} s)",
+                          P.ErrorKind.CANCELLED.value)
+        err.confirmed, err.seconds = confirmed, time.monotonic() - t0
+        return err
+
     def enhance(self, *, op: str, spec: P.ImageSpec, pixels, model: str | None = None, scale: int = 1,
                 tile: int = 0, roi: P.Rect | None = None, options: dict | None = None,
                 post: dict | None = None, mask: tuple[P.ImageSpec, bytes] | None = None,
@@ -383,15 +424,38 @@ class Client:
         extra = [("mask", mask[0], mask[1])] if mask is not None else []
         request = P.enhance_request(job_id, op=op, model=model, image=spec, pixels=pixels, scale=scale,
                                     tile=tile, roi=roi, options=options, post=post, extra_inputs=extra,
-                                    reuse=reuse, compress=self.compress())
+                                    reuse=reuse, compress=self.compress(), heartbeat=self.heartbeat)
         if not self._send(request):
             raise ClientError(f"no backend took the job at {self.endpoint} within {self.idle_timeout:.0f} s; "
                               "start it with `ai-enhance serve` or check AI_ENHANCE_ENDPOINT", "timeout")
-        sock = self._socket()
+        return self._wait(job_id, on_progress, should_cancel)
+
+    def install_models(self, ids: list[str], *, on_progress: ProgressFn | None = None,
+                       should_cancel: Callable[[], bool] | None = None, job_id: str | None = None) -> dict:
+        """The backend downloads the catalogue models ``ids`` (with what they need), verified;
+        returns what changed (``installed``, ``present``, ``bytes``).  Cancelling keeps the partial
+        file: the next install resumes it."""
+        return self._models(P.ModelsAction.INSTALL, ids, on_progress, should_cancel, job_id)
+
+    def remove_models(self, ids: list[str], *, job_id: str | None = None) -> dict:
+        """The backend deletes the files of ``ids`` (and support files only they needed)."""
+        return self._models(P.ModelsAction.REMOVE, ids, None, None, job_id)
+
+    def _models(self, action, ids, on_progress, should_cancel, job_id) -> dict:
+        job_id = job_id or "models-" + uuid.uuid4().hex[:16]
+        if not self._send(P.models_request(job_id, action, ids, heartbeat=self.heartbeat)):
+            raise ClientError(f"no backend took the request at {self.endpoint} within {self.idle_timeout:.0f} s; "
+                              "start it with `ai-enhance serve` or check AI_ENHANCE_ENDPOINT", "timeout")
+        return self._wait(job_id, on_progress, should_cancel)
+
+    def _wait(self, job_id: str, on_progress: ProgressFn | None,
+              should_cancel: Callable[[], bool] | None):
+        """The replies of one request until its end: a Result (enhance), the info dict (models) or
+        a ClientError; heartbeats meanwhile."""
         last_seen = time.monotonic()
         last_turn = last_seen
         paused = 0.0
-        next_beat = last_seen + HEARTBEAT_S
+        next_beat = last_seen + self.beat_s
         while True:
             now = time.monotonic()
             gap = now - last_turn
@@ -401,12 +465,11 @@ class Client:
                 paused += gap
                 last_seen = now
             if should_cancel is not None and should_cancel():
-                self.cancel(job_id)
-                raise ClientError("cancelled", P.ErrorKind.CANCELLED.value)
+                raise self._cancel_confirmed(job_id)
             if now >= next_beat:
                 self._send(P.encode(P.new_header(P.MsgType.HEARTBEAT, job_id)), must=False)
-                next_beat = now + HEARTBEAT_S
-            msg = self._recv(job_id, max(0.01, next_beat - now))
+                next_beat = now + self.beat_s
+            msg = self._recv(job_id, max(0.01, min(next_beat - now, 0.1 if should_cancel else 1e9)))
             if msg is None:
                 silent = time.monotonic() - last_seen
                 if silent > CRASH_CHECK_S:
@@ -439,11 +502,10 @@ class Client:
                     masks[m["name"]] = (P.ImageSpec.from_json(m["image"], "mask"), bytes(f))
                 for m, f in zip(h.get("layers", []), frames[len(masks):]):
                     layers[m["name"]] = (P.ImageSpec.from_json(m["image"], "layer"), bytes(f))
-                try:
-                    self._ack_pending = self._send(P.received_request(job_id), must=False) or self._ack_pending
-                except zmq.ZMQError:
-                    pass
+                self._acknowledge(job_id)
                 return Result(spec_out, pixels_out, masks, h.get("info", {}), layers)
+            elif msg.type == P.MsgType.DONE:
+                return dict(msg.header.get("info") or {})
             elif msg.type == P.MsgType.ERROR:
                 kind = msg.header.get("kind", "internal")
                 text = _error_text(msg.header)

@@ -36,8 +36,8 @@ class ResultKind(str, Enum):
 @dataclass(frozen=True)
 class OpSpec:
     name: str
-    title: str                       # "AI Upscale": layer-name prefix, dialog title, undo label
-    menu_label: str                  # the menu entry, with mnemonic
+    title: str                       # "AI Upscale": layer-name prefix, dialog title
+    menu_label: str                  # the menu entry, with mnemonic: also what Repeat and Undo say
     blurb: str
     help: str
     models: tuple[str, ...] = ()     # catalogue ids, best first; the first installed is the default
@@ -245,7 +245,7 @@ FACE_PARAMS = (
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec(
-        name="upscale", title="AI Upscale", menu_label="_Upscale...",
+        name="upscale", title="AI Upscale", menu_label="AI _Upscale...",
         blurb="Upscale or enhance with an AI super-resolution model, as a new masked layer",
         help="Runs a super-resolution model (Real-ESRGAN and others) on the active layer, or on the "
              "selection's bounding box when there is a selection, and puts the result on a new layer "
@@ -256,7 +256,7 @@ OPS: tuple[OpSpec, ...] = (
         purposes=("SR", "Restoration"), scale=(1, 8, 2),
         params=(DENOISE_STRENGTH,) + post_params(fidelity=0.5)),
     OpSpec(
-        name="faces", title="AI Restore Faces", menu_label="Restore _Faces...",
+        name="faces", title="AI Restore Faces", menu_label="AI Restore _Faces...",
         blurb="Restore faces with an AI face-restoration model, as a new layer masked to the faces",
         help="Finds the faces in the active layer (or in the selection's bounding box), restores them "
              "with a face-restoration model (GFPGAN and others) and puts the result on a new layer "
@@ -265,9 +265,10 @@ OPS: tuple[OpSpec, ...] = (
         models=("gfpgan-v1.4", "codeformer", "gfpgan-v1.3", "restoreformer"),
         purposes=("FaceSR",), scale=(1, 4, 1),
         params=FACE_PARAMS + post_params(grain=0.4, keep_texture=0.4),
-        result_masks=("faces",), mask_default="faces", tile=False),
+        # 40-70 % is what retouchers use for faces: a fully restored face looks pasted on
+        result_masks=("faces",), mask_default="faces", tile=False, strength_default=0.6),
     OpSpec(
-        name="denoise", title="AI Denoise", menu_label="_Denoise...",
+        name="denoise", title="AI Denoise", menu_label="AI _Denoise...",
         blurb="Remove noise with an AI denoiser, as a new masked layer",
         help="Removes sensor noise and film grain with a denoising model (FFDNet by default; SCUNet, "
              "DRUNet, NAFNet, Restormer ... when installed). Noise level 0 measures the noise first. "
@@ -276,7 +277,7 @@ OPS: tuple[OpSpec, ...] = (
                 "restormer-real-denoise", "scunet-color-real-gan"),
         purposes=("Restoration",), params=(NOISE_LEVEL,) + post_params()),
     OpSpec(
-        name="sharpen", title="AI Sharpen", menu_label="_Sharpen / Deblur...",
+        name="sharpen", title="AI Sharpen", menu_label="AI _Sharpen / Deblur...",
         blurb="Remove motion or focus blur with an AI deblurring model, as a new masked layer",
         help="Sharpens a blurred photo with a deblurring model (NAFNet, FFTformer, Restormer, MPRNet "
              "when installed) or, without one, with a super-resolution model run at the same size, "
@@ -285,7 +286,7 @@ OPS: tuple[OpSpec, ...] = (
                 "mprnet-deblur", "realesrgan-x4plus"),
         purposes=("Restoration", "SR"), params=post_params()),
     OpSpec(
-        name="jpeg", title="AI JPEG Cleanup", menu_label="_JPEG Cleanup...",
+        name="jpeg", title="AI JPEG Cleanup", menu_label="AI _JPEG Cleanup...",
         blurb="Remove JPEG blocks and ringing with an AI model, as a new masked layer",
         help="Removes the 8x8 blocks, ringing and colour smearing of JPEG compression with FBCNN. "
              "Quality 0 lets the model estimate the damage; a quality of 1-100 tells it how the file "
@@ -293,7 +294,7 @@ OPS: tuple[OpSpec, ...] = (
         models=("fbcnn-color",), purposes=("Restoration",), archs=("FBCNN",),
         params=(QUALITY,) + post_params()),
     OpSpec(
-        name="find-damage", title="AI Find Damage", menu_label="Find _Damage...",
+        name="find-damage", title="AI Find Damage", menu_label="AI Find Da_mage...",
         blurb="Find scratches, cracks and dust on a scanned photo, as a selection you can edit",
         help="Finds scratches, cracks, dust specks and spots by image analysis (no model to download) "
              "and puts them in a new channel 'AI damage' that also becomes the selection: check it with "
@@ -302,7 +303,7 @@ OPS: tuple[OpSpec, ...] = (
         models=("damage-analysis",), params=(SENSITIVITY, DAMAGE_KINDS), result_masks=("damage",),
         result=ResultKind.CHANNEL, tile=False, margin=64),
     OpSpec(
-        name="inpaint", title="AI Inpaint", menu_label="_Inpaint Selection...",
+        name="inpaint", title="AI Inpaint", menu_label="AI _Inpaint Selection...",
         blurb="Fill the selection from its surroundings, as a new layer masked by the selection",
         help="Fills the selected pixels (scratches, dust, a torn corner, something to remove) from what "
              "surrounds them, with LaMa when it is installed, else with the built-in classical method. "
@@ -312,7 +313,7 @@ OPS: tuple[OpSpec, ...] = (
         inputs=("image", "mask"), params=post_params(fidelity=None, color_lock=None),
         tile=False, margin=96),
     OpSpec(
-        name="colorize", title="AI Colorize", menu_label="_Colorize...",
+        name="colorize", title="AI Colorize", menu_label="AI _Colorize...",
         blurb="Guess the colours of a black-and-white photo, as a colour layer over the tones",
         help="A colourising model (DDColor) guesses the colours; only colour comes from it: the layer is "
              "in LCh colour mode, so the photo's tones underneath stay as they are and stay editable. "
@@ -321,7 +322,7 @@ OPS: tuple[OpSpec, ...] = (
         archs=("DDColor",), params=(SATURATION, COLORIZE_SIZE), needs_rgb=True,
         layer_mode=LayerMode.LCH_COLOR, tile=False),
     OpSpec(
-        name="restore-old-photo", title="AI Restore Old Photo", menu_label="Restore _Old Photo...",
+        name="restore-old-photo", title="AI Restore Old Photo", menu_label="AI Restore _Old Photo...",
         blurb="Repair, denoise, restore faces and optionally colorize, as a group of editable layers",
         help="Runs Find Damage, Inpaint, Denoise, Restore Faces and (if asked) Colorize one after the "
              "other, and puts each step's result on its own masked layer inside a new layer group "

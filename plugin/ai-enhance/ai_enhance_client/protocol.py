@@ -46,6 +46,9 @@ MAX_MASKS = 8
 MAX_INPUTS = 4
 #: Most row bands one result image may be split into.
 MAX_BANDS = 1024
+MAX_MODEL_IDS = 16
+#: The shortest client silence (s) a client may ask the backend to treat as "gone" (`heartbeat`).
+MIN_HEARTBEAT_TIMEOUT = 0.5
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
@@ -70,20 +73,27 @@ class MsgType(str, Enum):
     HEARTBEAT = "heartbeat"
     RECEIVED = "received"      # v3: the client has read its result (frees the backend's bound)
     SHUTDOWN = "shutdown"      # v3: stop the backend (only its owner's key may)
+    MODELS = "models"          # install or remove catalogue models (downloads with progress)
     # replies (backend -> client)
     PONG = "pong"
     ACCEPTED = "accepted"
     PROGRESS = "progress"
     RESULT = "result"
+    DONE = "done"              # the end of a `models` request
     ERROR = "error"
 
 
 #: HEARTBEAT goes both ways: the client sends one per second while it waits for a job; the backend
 #: answers each, so a client knows the backend lives even while one tile takes minutes.
 REQUEST_TYPES = frozenset({MsgType.PING, MsgType.ENHANCE, MsgType.CANCEL, MsgType.HEARTBEAT,
-                           MsgType.RECEIVED, MsgType.SHUTDOWN})
+                           MsgType.RECEIVED, MsgType.SHUTDOWN, MsgType.MODELS})
 REPLY_TYPES = frozenset({MsgType.PONG, MsgType.ACCEPTED, MsgType.PROGRESS, MsgType.RESULT,
-                         MsgType.ERROR, MsgType.HEARTBEAT})
+                         MsgType.DONE, MsgType.ERROR, MsgType.HEARTBEAT})
+
+
+class ModelsAction(str, Enum):
+    INSTALL = "install"        # download (catalogue URL, sha256, resume) with companions
+    REMOVE = "remove"          # delete the files (support files no other model needs go too)
 
 
 class ErrorKind(str, Enum):
@@ -100,6 +110,7 @@ class ErrorKind(str, Enum):
     CLIENT_GONE = "client_gone"
     DISK = "disk"                        # disk full / not writable
     SHUTTING_DOWN = "shutting_down"      # the backend is stopping (SIGTERM, `ai-enhance stop`)
+    DOWNLOAD = "download"                # a model download failed (network, server, sha256)
     INTERNAL = "internal"
 
 
@@ -437,6 +448,7 @@ def _validate_enhance(msg: Message) -> None:
         _int_field(h, "tile", 0, MAX_TILE, "enhance", default=0)
         if "timeout" in h:
             _float_field(h, "timeout", 1, 7 * 24 * 3600, "enhance")
+        _check_heartbeat(h, "enhance")
         for key in ("options", "post"):
             if key in h:
                 _check_options(h[key], key)
@@ -474,6 +486,31 @@ def input_specs(header: dict) -> list[tuple[str, ImageSpec]]:
     if out[0][0] != "image":
         raise ProtocolError(f"the first input must be named 'image', got {out[0][0]!r}")
     return out
+
+
+def _check_heartbeat(h: dict, what: str) -> None:
+    if "heartbeat" in h:
+        _float_field(h, "heartbeat", MIN_HEARTBEAT_TIMEOUT, 3600, what)
+
+
+def _validate_models(msg: Message) -> None:
+    h = msg.header
+    try:
+        try:
+            ModelsAction(h.get("action"))
+        except ValueError:
+            raise ProtocolError(f"models.action must be 'install' or 'remove', got {h.get('action')!r}") from None
+        ids = h.get("ids")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MODEL_IDS:
+            raise ProtocolError(f"models.ids must list 1..{MAX_MODEL_IDS} model ids")
+        for i in ids:
+            if not isinstance(i, str) or not _NAME_RE.match(i):
+                raise ProtocolError(f"models.ids entry {i!r} is not a model id")
+        _check_heartbeat(h, "models")
+        _no_frames(msg)
+    except ProtocolError as e:
+        e.job_id = msg.job_id
+        raise
 
 
 def _validate_cancel(msg: Message) -> None:
@@ -528,6 +565,12 @@ def _validate_result(msg: Message) -> None:
         s.check_frame(f, what)
 
 
+def _validate_done(msg: Message) -> None:
+    if not isinstance(msg.header.get("info", {}), dict):
+        raise ProtocolError("done.info must be an object", msg.job_id)
+    _no_frames(msg)
+
+
 def _validate_error(msg: Message) -> None:
     h = msg.header
     try:
@@ -542,8 +585,10 @@ def _validate_error(msg: Message) -> None:
 _VALIDATORS = {
     MsgType.ENHANCE: _validate_enhance,
     MsgType.CANCEL: _validate_cancel,
+    MsgType.MODELS: _validate_models,
     MsgType.PROGRESS: _validate_progress,
     MsgType.RESULT: _validate_result,
+    MsgType.DONE: _validate_done,
     MsgType.ERROR: _validate_error,
 }
 
@@ -556,12 +601,13 @@ def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: st
                     options: dict | None = None, post: dict | None = None,
                     extra_inputs: Sequence[tuple[str, ImageSpec, Any]] = (),
                     timeout: float | None = None, reuse: str | None = None,
-                    compress: bool = False) -> list:
+                    compress: bool = False, heartbeat: float | None = None) -> list:
     """An enhance request: ``image`` + ``pixels`` is the first input; ``extra_inputs`` are further
     named frames (e.g. ``("mask", spec, bytes)``); ``reuse`` names a raw output the backend may
     still hold (a result's ``info["raw_key"]``): then only the post-processing runs again.
     ``compress``: deflate large frames and ask for a deflated result (worth it on a network link,
-    not on loopback)."""
+    not on loopback).  ``heartbeat``: drop the job when this client is silent that long (s;
+    default: the backend's --client-timeout)."""
     inputs = [{"name": "image", "image": image.to_json()}]
     inputs += [{"name": n, "image": s.to_json()} for n, s, _ in extra_inputs]
     frames = [pixels, *[p for _, _, p in extra_inputs]]
@@ -574,7 +620,7 @@ def enhance_request(job_id: str, *, op: str, image: ImageSpec, pixels, model: st
                         tile=tile, inputs=inputs,
                         roi=roi.to_json() if roi else None, options=options or None,
                         post=post or None, timeout=timeout, reuse=reuse or None,
-                        accept=[CODEC_ZLIB] if compress else None, codecs=codecs)
+                        accept=[CODEC_ZLIB] if compress else None, codecs=codecs, heartbeat=heartbeat)
     return encode(header, frames)
 
 
@@ -588,6 +634,18 @@ def band_rows(spec: ImageSpec, max_frame_bytes: int = MAX_FRAME_BYTES) -> list[i
     if spec.height % per:
         rows.append(spec.height % per)
     return rows
+
+
+def models_request(job_id: str, action: ModelsAction | str, ids: Sequence[str], *,
+                   heartbeat: float | None = None) -> list:
+    """Install or remove catalogue models; answered by `accepted`, `progress`*, then `done`
+    (``info``: what changed) or `error`."""
+    return encode(new_header(MsgType.MODELS, job_id, action=ModelsAction(action).value, ids=list(ids),
+                             heartbeat=heartbeat))
+
+
+def done_reply(job_id: str, info: dict | None = None) -> list:
+    return encode(new_header(MsgType.DONE, job_id, info=info or {}))
 
 
 def result_reply(job_id: str, image: ImageSpec | None, pixels,
