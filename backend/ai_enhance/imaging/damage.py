@@ -81,11 +81,15 @@ class Tuning:
     pair_dist: int = 4          # px across the line where that partner is looked for
     pix_frac: float = 0.4       # a line pixel's own residual vs the line's mean along it
     # (line score, minimum length in px): weaker evidence must run longer to count
-    line_levels: tuple[tuple[float, int], ...] = ((8.4, 12), (5.0, 30), (3.4, 60), (2.5, 120))
+    line_levels: tuple[tuple[float, int], ...] = ((7.1, 12), (4.25, 30), (2.9, 60), (2.1, 120))
     max_thickness: float = 10.0  # px: area / length of a line component (two crossing: ~2x width)
     max_fat: float = 0.05       # share of a line component wider than 6 px
-    follow: float = 0.5         # line score enough to continue a found line in its direction
+    follow: float = 0.42        # line score enough to continue a found line in its direction
     follow_reach: int = 96      # px beyond the found lines that a continuation may run
+    repeat_win: int = 121       # px window for patterns of parallel lines and crowds of dots
+    max_parallel: float = 2.5   # more parallel lines than this across the window: a pattern
+    repeat_score: float = 1.0   # line score that counts as a line of a pattern
+    max_crowd: int = 6          # more specks than this in the window: a pattern
     speck_hi: float = 10.0      # ring contrast of a speck core (normalised)
     speck_lo: float = 4.0       # residual of the rest of a speck (normalised)
     halo: float = 0.2           # fringe pixels with this share of the mark's contrast join it
@@ -253,12 +257,42 @@ def _score_maps(gray: np.ndarray, t: Tuning) -> dict[str, np.ndarray]:
 _FAT = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
 
 
+def _repeated(z: np.ndarray, line_px: np.ndarray, drn: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
+    """Line pixels with several parallel lines around them: the mortar of a brick wall, the slats
+    of a fence or blind, ruled paper, a comb of hair.  A scratch is a single line in its
+    direction; more than `max_parallel` lines across the window is a pattern of the scene."""
+    cand = ((z >= _q(t.repeat_score, gain)) & line_px).astype(np.uint8)
+    # widened by a pixel, a 1 px line counts about as much as a 3 px one: ~4 px per line
+    limit = (t.max_parallel + 0.5) * 4.0 / t.repeat_win
+    out = np.zeros(z.shape, bool)
+    h, w = z.shape
+    f = 4       # the density is smooth at this window: measure it on a 4x smaller grid
+    small = ((h + f - 1) // f, (w + f - 1) // f)
+    sw = max(3, (t.repeat_win // f) | 1)
+    n = t.n_dirs
+    for k in range(n):
+        own = (cand > 0) & (drn == k)
+        if not own.any():
+            continue
+        near_k = ((drn == k) | (drn == (k + 1) % n) | (drn == (k - 1) % n)).astype(np.uint8) * cand
+        wide = cv2.dilate(near_k, np.ones((3, 3), np.uint8)).astype(np.float32)
+        dens = cv2.blur(cv2.resize(wide, small[::-1], interpolation=cv2.INTER_AREA), (sw, sw),
+                        borderType=cv2.BORDER_REFLECT)
+        ys, xs = np.nonzero(own)
+        busy = dens[ys // f, xs // f] > limit
+        out[ys[busy], xs[busy]] = True
+    return out
+
+
 def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
     """Line components: at each evidence level, thin components at least as long as the level
     asks, then followed through weaker evidence of their own direction."""
     found = np.zeros(z.shape, bool)
+    line_px = on_line > 0
+    if t.max_parallel > 0:
+        line_px &= ~_repeated(z, line_px, drn, t, gain)
     for thr, min_len in t.line_levels:
-        cand = ((z >= _q(thr, gain)) & (on_line > 0)).astype(np.uint8)
+        cand = ((z >= _q(thr, gain)) & line_px).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
         length = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
         area = stats[:, cv2.CC_STAT_AREA]
@@ -274,7 +308,7 @@ def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain:
         # texture that a scratch crosses lowers its score; texture of other directions must not
         # join, so the continuation is done per direction (with its two neighbours), within
         # reach of the lines found in that direction
-        weak = (z >= _q(t.follow, gain)) & (on_line > 0)
+        weak = (z >= _q(t.follow, gain)) & line_px
         n_dirs = t.n_dirs
         h, w = z.shape
         for k in range(n_dirs):
@@ -299,6 +333,19 @@ def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain:
 
 def _specks(core: np.ndarray, extent: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
     seeds = (core >= _q(t.speck_hi, gain)).astype(np.uint8)
+    if t.max_crowd > 0 and seeds.any():
+        # one of many alike dots (stars, gravel, a print's halftone, polka dots) is scene, not
+        # dust: count the specks around each (by their centres) and drop the crowded ones
+        n, labels, stats, cent = cv2.connectedComponentsWithStats(seeds, connectivity=8)
+        dots = np.zeros(seeds.shape, np.float32)
+        cy = np.clip(np.rint(cent[1:, 1]).astype(int), 0, seeds.shape[0] - 1)
+        cx = np.clip(np.rint(cent[1:, 0]).astype(int), 0, seeds.shape[1] - 1)
+        dots[cy, cx] = 1.0
+        r = t.repeat_win
+        crowd = cv2.boxFilter(dots, -1, (r, r), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        busy = np.zeros(n, bool)
+        busy[1:] = crowd[cy, cx] > t.max_crowd
+        seeds[busy[labels]] = 0
     around = cv2.dilate(seeds, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
     return (around & (extent >= _q(t.speck_lo, gain))) | (seeds > 0)
 
