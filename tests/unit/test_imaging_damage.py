@@ -187,6 +187,17 @@ def test_sixteen_bit_precision_input_is_fine():
     assert np.array_equal(find_damage(img16.astype(np.float32)), find_damage(d.image))
 
 
+def test_integer_samples_are_scaled_like_the_file_they_came_from():
+    clean = smooth_photo(seed=11)
+    d = damagekit.damage(clean, seed=11)
+    u8 = np.round(d.image * 255).astype(np.uint8)
+    u16 = np.round(d.image * 65535).astype(np.uint16)
+    assert np.array_equal(find_damage(u8), find_damage(u8.astype(np.float32) / 255))
+    assert np.array_equal(find_damage(u16), find_damage(u16.astype(np.float32) / 65535))
+    with pytest.raises(EnhanceError):
+        find_damage(u8.astype(np.int32))
+
+
 def test_flat_and_clipped_images_have_no_damage():
     for v in (0.0, 0.5, 1.0):
         assert not find_damage(np.full((100, 100, 3), v, np.float32)).any()
