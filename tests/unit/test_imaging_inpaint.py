@@ -142,7 +142,8 @@ def test_non_float_image_is_refused():
 
 MASKS = [
     ("bool", lambda m: m > 0, 255),
-    ("uint8 0/1", lambda m: (m > 0).astype(np.uint8), 1),
+    ("uint8 0/1", lambda m: (m > 0).astype(np.uint8), 255),
+    ("int32 0/255", lambda m: m.astype(np.int32), 255),
     ("uint16", lambda m: (m > 0).astype(np.uint16) * 65535, 255),
     ("float 0..1", lambda m: (m > 0).astype(np.float32), 255),
     ("HxWx1", lambda m: m[:, :, None], 255),

@@ -11,24 +11,31 @@ Lines (scratches, cracks, hairs on the scan)
   2. Oriented evidence, 12 directions: the residual averaged along a 15 px segment, minus the
      same along the perpendicular segment (a blob or a crossing texture scores in both), minus
      half the step edge running along the segment beyond what a smooth ramp explains (thin
-     shadows and highlights at object borders are scene, not damage).
+     shadows and highlights at object borders are scene), minus half the evidence of a parallel
+     line of the other polarity within 4 px (relief: a groove beside its highlight).
   3. Texture normalisation: the evidence is divided by the local mean (41 px window) of the
      residual averaged in the same direction, plus a floor for flat areas.  An isolated line
-     stands out far above its surroundings; a hair among hairs, a blade of grass among grass, a
-     stroke of text among text does not.  This is what keeps fur, foliage and fabric out.
-  4. Decision by length: thin components (area/length <= 5 px) are accepted at several evidence
-     levels, the weaker the evidence the longer they must be (12 px at the strongest level, 120
-     px at the weakest), so a long faint scratch is found while short faint scene lines are not;
-     found lines are then followed through weaker evidence of the same direction (where the
-     scratch crosses texture), so a found scratch comes out whole.
+     stands out above its surroundings; a hair among hairs, a blade of grass among grass, a
+     stroke of text among text does not.  Lines with more than ~2.5 parallel lines across a
+     121 px window are a pattern of the scene (brick mortar, fences, blinds, ruled paper) and
+     are dropped.
+  4. Decision by length: thin components (little survives an erosion wider than a scratch) are
+     accepted at several evidence levels, the weaker the evidence the longer they must be (12 px
+     at the strongest level, 120 px at the weakest), so a long faint scratch is found while short
+     faint scene lines are not; found lines are then followed through weaker evidence of their
+     own direction (where the scratch crosses texture), so a found scratch comes out whole.
+     Components along the image's edge (a scanned print's border) are dropped.
 Specks (dust, small spots)
   5. A speck is a pixel brighter (darker) than every pixel on a ring of radius 4.5-6.5 px around
      it: a line crosses the ring and a larger blob reaches it, so neither counts.  The contrast
-     over the ring is weighed against the local texture level (lightly: the ring test already
-     rejects most texture), and the speck's extent is taken from the residual around the core.
+     over the ring is weighed lightly against the local texture level (the ring test already
+     rejects most texture); a speck among more than 6 others within 121 px is one of a crowd of
+     alike dots (stars, gravel, halftone) and is dropped; the speck's extent is taken from the
+     residual around its core.
 Finally each mark gets its fringe (neighbours with >= 20 % of its contrast: the anti-aliased or
 blurred edge) rather than a blind dilation, the `kinds` filter keeps scratches, dust or both,
-and a selection (`region`) limits the search and multiplies the mask.
+and a selection (`region`) limits the search and multiplies the mask.  The sensitivity scales
+every evidence threshold (x2 at 0, x0.5 at 1), not what counts as a pattern.
 
 Not covered (on purpose): wide stains, water marks, foxing, silvering and faded areas.  They are
 tonal defects spanning tens to hundreds of pixels, which local analysis cannot tell from shadows
@@ -38,11 +45,13 @@ Marks up to ~4 px wide (lines) and ~9 px across (specks) are found per level; th
 level doubles that on scans over ~2600 px.
 
 Known limits: real thin lines of the scene in smooth surroundings (wires, whiskers, a thin
-highlight on a rim, a print's border) look like scratches, and small isolated dots (stars, catch
-lights, buttons) look like dust.  The sensitivity moves the line between the two errors.
+highlight on a glossy rim, door mouldings) look like scratches, and small isolated dots (catch
+lights, buttons) look like dust; inpainting those costs more than missing faint damage does.
+Faint scratches in strong texture are missed.  The sensitivity moves the line between the two.
 
-Memory: everything is computed in horizontal bands with a margin; what stays is a few full-size
-uint8 score maps (scores on a log scale), so a 12 MP scan needs ~0.2 GB beyond the image."""
+Memory: everything is computed in horizontal bands of 512 rows with a margin; what stays is ten
+full-size uint8 score maps (scores on a log scale) and a few boolean masks: a 12 MP scan needs
+~0.5 GB beyond the image (measured in bench/bench_damage.py --big)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,11 +90,15 @@ class Tuning:
     pair_dist: int = 4          # px across the line where that partner is looked for
     pix_frac: float = 0.4       # a line pixel's own residual vs the line's mean along it
     # (line score, minimum length in px): weaker evidence must run longer to count
-    line_levels: tuple[tuple[float, int], ...] = ((8.4, 12), (5.0, 30), (3.4, 60), (2.5, 120))
+    line_levels: tuple[tuple[float, int], ...] = ((7.1, 12), (4.25, 30), (2.9, 60), (2.1, 120))
     max_thickness: float = 10.0  # px: area / length of a line component (two crossing: ~2x width)
     max_fat: float = 0.05       # share of a line component wider than 6 px
-    follow: float = 0.5         # line score enough to continue a found line in its direction
+    follow: float = 0.42        # line score enough to continue a found line in its direction
     follow_reach: int = 96      # px beyond the found lines that a continuation may run
+    repeat_win: int = 121       # px window for patterns of parallel lines and crowds of dots
+    max_parallel: float = 2.5   # more parallel lines than this across the window: a pattern
+    repeat_score: float = 1.0   # line score that counts as a line of a pattern
+    max_crowd: int = 6          # more specks than this in the window: a pattern
     speck_hi: float = 10.0      # ring contrast of a speck core (normalised)
     speck_lo: float = 4.0       # residual of the rest of a speck (normalised)
     halo: float = 0.2           # fringe pixels with this share of the mark's contrast join it
@@ -106,15 +119,14 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3], np.float32) @ LUMA
 
 
-def _segment(length: int, theta: float, size: int, offset: float = 0.0) -> np.ndarray:
-    """An anti-aliased line segment of `length` px in direction theta, shifted `offset` px along
-    its normal, in a size x size kernel (sum 1)."""
+def _segment(length: int, theta: float, size: int) -> np.ndarray:
+    """An anti-aliased line segment of `length` px through the centre in direction theta, in a
+    size x size kernel (sum 1)."""
     c = size // 2
     k = np.zeros((size * 4, size * 4), np.float32)
     dx, dy = np.cos(theta) * (length - 1) / 2, np.sin(theta) * (length - 1) / 2
-    ox, oy = -np.sin(theta) * offset, np.cos(theta) * offset
-    p0 = (int(round((c + ox - dx) * 4 + 1.5)), int(round((c + oy - dy) * 4 + 1.5)))
-    p1 = (int(round((c + ox + dx) * 4 + 1.5)), int(round((c + oy + dy) * 4 + 1.5)))
+    p0 = (int(round((c - dx) * 4 + 1.5)), int(round((c - dy) * 4 + 1.5)))
+    p1 = (int(round((c + dx) * 4 + 1.5)), int(round((c + dy) * 4 + 1.5)))
     cv2.line(k, p0, p1, 1.0, 4, cv2.LINE_8)
     k = cv2.resize(k, (size, size), interpolation=cv2.INTER_AREA)
     return k / k.sum()
@@ -253,12 +265,43 @@ def _score_maps(gray: np.ndarray, t: Tuning) -> dict[str, np.ndarray]:
 _FAT = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
 
 
+def _repeated(z: np.ndarray, line_px: np.ndarray, drn: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
+    """Line pixels with several parallel lines around them: the mortar of a brick wall, the slats
+    of a fence or blind, ruled paper, a comb of hair.  A scratch is a single line in its
+    direction; more than `max_parallel` lines across the window is a pattern of the scene."""
+    cand = ((z >= _q(t.repeat_score, gain)) & line_px).astype(np.uint8)
+    # widened by a pixel, a 1 px line counts about as much as a 3 px one: ~4 px per line
+    limit = (t.max_parallel + 0.5) * 4.0 / t.repeat_win
+    out = np.zeros(z.shape, bool)
+    h, w = z.shape
+    f = 4       # the density is smooth at this window: measure it on a 4x smaller grid
+    small = ((h + f - 1) // f, (w + f - 1) // f)
+    sw = max(3, (t.repeat_win // f) | 1)
+    n = t.n_dirs
+    for k in range(n):
+        own = (cand > 0) & (drn == k)
+        if not own.any():
+            continue
+        near_k = ((drn == k) | (drn == (k + 1) % n) | (drn == (k - 1) % n)).astype(np.uint8) * cand
+        wide = cv2.dilate(near_k, np.ones((3, 3), np.uint8)).astype(np.float32)
+        dens = cv2.blur(cv2.resize(wide, small[::-1], interpolation=cv2.INTER_AREA), (sw, sw),
+                        borderType=cv2.BORDER_REFLECT)
+        ys, xs = np.nonzero(own)
+        busy = dens[ys // f, xs // f] > limit
+        out[ys[busy], xs[busy]] = True
+    return out
+
+
 def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
     """Line components: at each evidence level, thin components at least as long as the level
     asks, then followed through weaker evidence of their own direction."""
     found = np.zeros(z.shape, bool)
+    line_px = on_line > 0
+    if t.max_parallel > 0:
+        # what is a pattern of the scene does not depend on how eagerly damage is sought
+        line_px &= ~_repeated(z, line_px, drn, t, 1.0)
     for thr, min_len in t.line_levels:
-        cand = ((z >= _q(thr, gain)) & (on_line > 0)).astype(np.uint8)
+        cand = ((z >= _q(thr, gain)) & line_px).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
         length = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
         area = stats[:, cv2.CC_STAT_AREA]
@@ -274,7 +317,7 @@ def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain:
         # texture that a scratch crosses lowers its score; texture of other directions must not
         # join, so the continuation is done per direction (with its two neighbours), within
         # reach of the lines found in that direction
-        weak = (z >= _q(t.follow, gain)) & (on_line > 0)
+        weak = (z >= _q(t.follow, gain)) & line_px
         n_dirs = t.n_dirs
         h, w = z.shape
         for k in range(n_dirs):
@@ -299,6 +342,22 @@ def _lines(z: np.ndarray, on_line: np.ndarray, drn: np.ndarray, t: Tuning, gain:
 
 def _specks(core: np.ndarray, extent: np.ndarray, t: Tuning, gain: float) -> np.ndarray:
     seeds = (core >= _q(t.speck_hi, gain)).astype(np.uint8)
+    if t.max_crowd > 0 and seeds.any():
+        # one of many alike dots (stars, gravel, a print's halftone, polka dots) is scene, not
+        # dust: count the specks around each (by their centres, at the default threshold, so
+        # the sensitivity does not change what a crowd is) and drop the crowded ones
+        dots_at = (core >= _q(t.speck_hi, 1.0)).astype(np.uint8)
+        n, labels, stats, cent = cv2.connectedComponentsWithStats(dots_at | seeds, connectivity=8)
+        dots = np.zeros(seeds.shape, np.float32)
+        cy = np.clip(np.rint(cent[1:, 1]).astype(int), 0, seeds.shape[0] - 1)
+        cx = np.clip(np.rint(cent[1:, 0]).astype(int), 0, seeds.shape[1] - 1)
+        counted = np.bincount(labels[dots_at > 0], minlength=n)[1:] > 0
+        dots[cy[counted], cx[counted]] = 1.0
+        r = t.repeat_win
+        crowd = cv2.boxFilter(dots, -1, (r, r), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        busy = np.zeros(n, bool)
+        busy[1:] = crowd[cy, cx] > t.max_crowd
+        seeds[busy[labels]] = 0
     around = cv2.dilate(seeds, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
     return (around & (extent >= _q(t.speck_lo, gain))) | (seeds > 0)
 
@@ -362,6 +421,9 @@ def _check(img: np.ndarray, sensitivity: float, kinds: str, region: np.ndarray |
     if img.ndim not in (2, 3) or img.ndim == 3 and img.shape[2] not in (1, 2, 3, 4):
         raise EnhanceError(ErrorKind.BAD_REQUEST, f"find-damage needs an HxW or HxWxC image, got shape {img.shape}",
                            "pass a gray or RGB(A) image")
+    if not (np.issubdtype(img.dtype, np.floating) or img.dtype in (np.uint8, np.uint16)):
+        raise EnhanceError(ErrorKind.BAD_REQUEST, f"find-damage got {img.dtype} samples",
+                           "pass float 0..1, uint8 or uint16 pixels")
     if min(img.shape[:2]) < 1:
         raise EnhanceError(ErrorKind.BAD_REQUEST, f"the image is empty ({img.shape[1]}x{img.shape[0]})",
                            "pass an image with pixels")
@@ -398,10 +460,12 @@ def _selection(region: np.ndarray) -> np.ndarray:
 def find_damage(img: np.ndarray, *, sensitivity: float = 0.5, kinds: str = "both",
                 region: np.ndarray | None = None) -> np.ndarray:
     """Mask of damaged pixels (uint8 HxW, 255 = damaged) of a float32 HxWxC [0,1] photo (C = 1
-    gray, 3 RGB, or 2/4 with alpha, which is ignored).  sensitivity 0..1 (0.5 default: thresholds
+    gray, 3 RGB, or 2/4 with alpha, which is ignored; uint8/uint16 samples are scaled to 0..1).  sensitivity 0..1 (0.5 default: thresholds
     x2 at 0, x0.5 at 1); kinds "scratches", "dust" or "both"; region: the selection (uint8, bool
     or float HxW), outside of which nothing is flagged (a feathered selection fades the mask)."""
     k = _check(img, sensitivity, kinds, region)
+    if img.dtype == np.uint8 or img.dtype == np.uint16:     # a file's samples: scale to 0..1
+        img = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 65535.0)
     h, w = img.shape[:2]
     out = np.zeros((h, w), np.uint8)
     sel = None

@@ -78,13 +78,20 @@ def _as_u8(mask: np.ndarray) -> np.ndarray:
     m = np.asarray(mask)
     if m.dtype == bool:
         return m.astype(np.uint8) * 255
-    if m.dtype == np.uint8:
-        return m
+    top = float(np.nan_to_num(m.max(initial=0)))
     if np.issubdtype(m.dtype, np.integer):
-        peak = 65535.0 if m.max(initial=0) > 255 or m.dtype == np.uint16 else 255.0
+        # 0/1 integer masks are binary, not "fill at 1/255 strength"
+        if top <= 1:
+            peak = 1.0
+        elif m.dtype == np.uint8 or (m.dtype != np.uint16 and top <= 255):
+            peak = 255.0
+        else:
+            peak = 65535.0
     else:
         m = np.nan_to_num(m.astype(np.float32))
-        peak = 1.0 if m.max(initial=0) <= 1.0 else 255.0
+        peak = 1.0 if top <= 1.0 else 255.0
+    if m.dtype == np.uint8 and peak == 255.0:
+        return m
     v = np.clip(np.rint(m.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
     # a faint but non-zero mask value still means "fill" (at that weight)
     v[(v == 0) & (m > 0)] = 1
@@ -146,7 +153,9 @@ def plan_components(mask: np.ndarray, *, context: int, max_side: int) -> list[Re
         return []
     # components closer than 2*context px have overlapping crops: one group, one crop
     k = 2 * context + 1
-    grouped = cv2.dilate(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) if context else m.astype(np.uint8)
+    grouped = m.astype(np.uint8)
+    if context:
+        grouped = cv2.dilate(grouped, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
     cell = max_side - 2 * context
     regions: list[Region] = []
