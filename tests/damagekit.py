@@ -55,13 +55,15 @@ def luma(img: np.ndarray) -> np.ndarray:
     return img[:, :, :3].astype(np.float32) @ LUMA
 
 
-def _curve(rng: np.random.Generator, h: int, w: int, length: float) -> np.ndarray:
-    """Points (x, y) one pixel apart along a long, gently curving path."""
+def _curve(rng: np.random.Generator, h: int, w: int, length: float,
+           wobble: tuple[float, float] = (2, 12)) -> np.ndarray:
+    """Points (x, y) one pixel apart along a long, gently curving path (`wobble`: the range of the
+    sine wobble's amplitude in degrees; a curly hair on the scanner's glass wobbles more)."""
     n = max(int(length), 8)
     x, y = rng.uniform(0, w), rng.uniform(0, h)
     heading = rng.uniform(0, 2 * np.pi)
     # curvature: a slow sine wobble plus a small constant bend (a few degrees per 100 px)
-    amp = np.deg2rad(rng.uniform(2, 12))
+    amp = np.deg2rad(rng.uniform(*wobble))
     freq = rng.uniform(0.5, 2.0) * 2 * np.pi / n
     phase = rng.uniform(0, 2 * np.pi)
     bend = np.deg2rad(rng.uniform(-6, 6)) / 100.0
@@ -132,11 +134,21 @@ def _draw_speck(shape: tuple[int, int], rng: np.random.Generator, radius: float,
 def damage(clean: np.ndarray, seed: int = 0, *, scratches_per_mp: float = 8,
            specks_per_mp: float = 80, min_scratches: int = 3, min_specks: int = 20,
            width: tuple[float, float] = (1.0, 3.0), radius: tuple[float, float] = (1.0, 3.0),
-           strength: tuple[float, float] = (0.25, 0.9), scale: float = 1.0) -> Damaged:
+           strength: tuple[float, float] = (0.25, 0.9), scale: float = 1.0,
+           length: tuple[float, float] = (0.12, 0.5), wobble: tuple[float, float] = (2, 12),
+           bright_share: float = 0.6, soften: float = 0.0, tone: float = 0.0) -> Damaged:
     """Damage a clean float32 HxWxC [0,1] photo.  Strength is the blend towards white (bright
     damage) or black (dark damage) at the centre of a mark; each scratch gets a peak strength in
     `strength` and fades to 40-100 % of it along its length.  `scale` multiplies widths, radii and
-    lengths (damage on a higher-resolution scan)."""
+    lengths (damage on a higher-resolution scan).
+
+    Variations (for training a detector; the defaults draw exactly what they always drew):
+    `length` is a scratch's length as a fraction of the image's diagonal, `wobble` its curl in
+    degrees, `bright_share` the share of bright scratches; `soften` (px) blurs the marks by a
+    Gaussian of up to that sigma (a mark seen through the print's surface, or a soft scan), and
+    `tone` moves what a mark blends towards away from pure white/black by up to that much, with a
+    random tint (yellowed paper base, a grey smear).  Both are drawn once per image from their
+    own random stream, so they change nothing else that is drawn."""
     rng = np.random.default_rng(seed)
     img = clean.astype(np.float32)
     if img.ndim == 2:
@@ -151,13 +163,13 @@ def damage(clean: np.ndarray, seed: int = 0, *, scratches_per_mp: float = 8,
     scr = np.zeros((h, w), np.float32)
     spk = np.zeros((h, w), np.float32)
     for _ in range(n_scr):
-        length = rng.uniform(0.12, 0.5) * diag
-        pts = _curve(rng, h, w, length)
+        length_px = rng.uniform(*length) * diag
+        pts = _curve(rng, h, w, length_px, wobble)
         wid = _smooth_profile(rng, len(pts), *width) * scale
         peak = rng.uniform(*strength)
         st = _smooth_profile(rng, len(pts), 0.4, 1.0) * peak
         drawn = _draw_curve((h, w), pts, wid, st)
-        target = bright if rng.random() < 0.6 else dark
+        target = bright if rng.random() < bright_share else dark
         if drawn is not None:
             _composite(*drawn, target, scr)
     for _ in range(n_spk):
@@ -166,8 +178,19 @@ def damage(clean: np.ndarray, seed: int = 0, *, scratches_per_mp: float = 8,
         target = bright if rng.random() < 0.5 else dark
         if drawn is not None:
             _composite(*drawn, target, spk)
-    out = img * (1 - dark[:, :, None])
-    out = out + bright[:, :, None] * (1 - out)
+    white = np.ones(img.shape[2], np.float32)
+    black = np.zeros(img.shape[2], np.float32)
+    if soften > 0 or tone > 0:
+        extra = np.random.default_rng([seed, 1])
+        sigma = extra.uniform(0, soften)
+        if sigma > 0.2:
+            for a in (bright, dark, scr, spk):
+                a[:] = cv2.GaussianBlur(a, (0, 0), sigma)
+        tint = extra.uniform(-1, 1, img.shape[2]).astype(np.float32) * 0.3
+        white = np.clip(1 - extra.uniform(0, tone) * (1 + tint), 0, 1).astype(np.float32)
+        black = np.clip(extra.uniform(0, tone) * (1 + tint), 0, 1).astype(np.float32)
+    out = img * (1 - dark[:, :, None]) + dark[:, :, None] * black
+    out = out + bright[:, :, None] * (white - out)
     out = np.clip(out, 0, 1).astype(np.float32)
     if clean.ndim == 2:
         out = out[:, :, 0]
