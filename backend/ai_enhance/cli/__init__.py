@@ -1,4 +1,4 @@
-"""`ai-enhance`: serve | enhance | models | status | doctor.
+"""`ai-enhance`: serve | enhance | batch | models | status | doctor.
 
 The client commands talk to the backend over ZeroMQ exactly like the GIMP plug-in does, and never
 import torch (they start in a fraction of a second)."""
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd")
     _add_serve(sub)
     _add_enhance(sub)
+    from .batch import add_parser as _add_batch
+    _add_batch(sub)
     m = sub.add_parser("models", help="list the models and where they come from")
     msub = m.add_subparsers(dest="models_cmd")
     ml = msub.add_parser("list", help="every model id: installed or missing, size, source")
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.cmd == "enhance":
         return cmd_enhance(args)
+    if args.cmd == "batch":
+        from .batch import cmd_batch
+        return cmd_batch(args)
     if args.cmd == "models":
         return cmd_models(args)
     if args.cmd == "status":
