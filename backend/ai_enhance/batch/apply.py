@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ai_enhance_client.ops import LayerMode
 from ai_enhance_client.recipes import SOURCE_COMPOSITE, SOURCE_IMAGE, Recipe, Step, step_sources
 
 from . import composite as C
@@ -51,6 +52,7 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
     image_needed = max((i for i, s in enumerate(recipe.steps) if s.source == SOURCE_IMAGE), default=-1)
     base = image                                   # the bottom layer (resampled by scale steps)
     comp = C.to_linear_rgba(image)
+    exact = image          # the picture in native pixels while one layer alone makes it (else None)
     kept: dict[int, np.ndarray] = {}               # step -> its raw result, while a later step needs it
     for i, step in enumerate(recipe.steps):
         if on_step:
@@ -58,7 +60,7 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
         if step.source == SOURCE_IMAGE:
             src = base
         elif step.source == SOURCE_COMPOSITE:
-            src = C.from_linear_rgba(comp, dtype, channels)
+            src = exact if exact is not None else C.from_linear_rgba(comp, dtype, channels)
         else:
             src = kept[step.source]
         try:
@@ -84,12 +86,22 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
             if mask.shape[:2] != (h, w):
                 raise StepFailed(f"step {i} ({step.op}): the backend's '{name}' mask is "
                                  f"{mask.shape[1]}x{mask.shape[0]}, expected {w}x{h}")
+        if s > 1:
+            exact = None
         if step.strength > 0:
-            comp = C.composite(comp, C.to_linear_rgba(out.image), opacity=step.strength, mask=mask,
-                               mode=step.mode)
+            layer = C.to_linear_rgba(out.image)
+            comp = C.composite(comp, layer, opacity=step.strength, mask=mask, mode=step.mode)
+            # a layer that covers everything at full strength IS the picture: keep its own pixels
+            # (no float round trip, which could move a 16-bit value by a level)
+            covers = (step.strength >= 1.0 and mask is None and step.mode is LayerMode.NORMAL
+                      and bool((layer[:, :, 3] >= 1.0).all()))
+            exact = out.image if covers and out.image.dtype == dtype and out.image.shape[2] == channels \
+                else None
         if i in last_use:
             kept[i] = out.image
         kept = {k: v for k, v in kept.items() if last_use.get(k, -1) > i}
         if image_needed <= i:
             base = None
+    if exact is not None:
+        return np.array(exact, copy=True)
     return C.from_linear_rgba(comp, dtype, channels)

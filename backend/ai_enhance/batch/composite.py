@@ -179,10 +179,10 @@ def resample(rgba: np.ndarray, scale: int) -> np.ndarray:
     pre = rgba.copy()
     pre[:, :, :3] *= pre[:, :, 3:4]
     big = cv2.resize(pre, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
-    a = np.clip(big[:, :, 3:4], 0.0, 1.0)
+    a = big[:, :, 3:4]      # divided before clipping: the filter's overshoot cancels out
     with np.errstate(divide="ignore", invalid="ignore"):
         big[:, :, :3] = np.where(a > 1e-6, big[:, :, :3] / np.where(a > 1e-6, a, 1.0), 0.0)
-    big[:, :, 3:4] = a
+    big[:, :, 3:4] = np.clip(a, 0.0, 1.0)
     return big
 
 

@@ -89,8 +89,12 @@ def format_of(path: str | os.PathLike) -> str | None:
 
 def decode(data: bytes, name: str = "image", *, max_pixels: int | None = None) -> Decoded:
     """File bytes -> upright pixels + metadata.  FileError for anything unreadable."""
-    fmt = _sniff(data) or format_of(name)
+    fmt = _sniff(data)
     if fmt is None:
+        claimed = format_of(name)
+        if claimed:
+            raise FileError(f"not a {claimed.upper()} file: its content is not image data "
+                            "(empty, corrupt, or another file renamed?)")
         raise FileError("not a PNG, JPEG, TIFF or WebP file")
     meta = read_metadata(data, fmt)
     size = _header_size(data)

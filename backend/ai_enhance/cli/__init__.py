@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_enhance(args)
     if args.cmd == "batch":
         from .batch import cmd_batch
-        return cmd_batch(args)
+        return cmd_batch(args, default_scale)
     if args.cmd == "models":
         return cmd_models(args)
     if args.cmd == "status":

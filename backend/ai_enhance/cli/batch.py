@@ -74,12 +74,11 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
 
 
-def _recipe(args, caps_models):
+def _recipe(args, caps_models, default_scale):
     from ai_enhance_client import ops as optable
     from ai_enhance_client import recipes
     from ai_enhance_client.params import ParamError
 
-    from . import default_scale
     from .flags import collect
 
     if args.recipe is not None:
@@ -110,7 +109,9 @@ def _recipe(args, caps_models):
                           tile=args.tile or 0, options=options, post=post)
 
 
-def cmd_batch(args) -> int:
+def cmd_batch(args, default_scale) -> int:
+    """``default_scale(op, model, caps)``: the CLI's choice of scale when --scale is not given
+    (passed in by cli/__init__, which this module must not import: no import circle)."""
     from ai_enhance_client.params import ParamError
 
     from ..batch import files as F
@@ -135,7 +136,7 @@ def cmd_batch(args) -> int:
         return _ensure_backend(args, client_caps).get("models", [])
 
     try:
-        recipe = _recipe(args, caps_models)
+        recipe = _recipe(args, caps_models, default_scale)
     except ParamError as e:
         say(str(e))
         return EXIT_USAGE

@@ -340,12 +340,12 @@ def recipe_from_layers(layers: Sequence[LayerInfo], created_by: str = "") -> Rec
             source = index_of[j]
         elif src_job or (par.get("source-tattoo") is not None and base.tattoo is not None
                          and par.get("source-tattoo") != base.tattoo):
-            notes.append(f"{where.capitalize()} was made from a layer that is not in the recipe; "
+            notes.append(f"{_cap(where)} was made from a layer that is not in the recipe; "
                          "the batch runs it on the input image.")
         mask = step.mask
         msrc = par.get("mask-source", "")
         if msrc in ("selection", "result*selection"):
-            notes.append(f"{where.capitalize()} was masked by a selection, which does not transfer"
+            notes.append(f"{_cap(where)} was masked by a selection, which does not transfer"
                          + ("; the backend's mask still applies." if msrc != "selection" else
                             "; the batch shows its whole result."))
         if mask == "selection":
@@ -361,6 +361,10 @@ def recipe_from_layers(layers: Sequence[LayerInfo], created_by: str = "") -> Rec
         raise RecipeError("every AI Enhance layer is hidden; show the ones the recipe should apply")
     # every value checked once more through the one validator, as a reader would
     return parse(Recipe(tuple(steps), tuple(notes), created_by).to_json())
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _step_from_parasite(par: dict, where: str) -> Step:
