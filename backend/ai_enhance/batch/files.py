@@ -29,6 +29,8 @@ import numpy as np
 
 #: Output formats and the file name extensions they take.
 FORMATS = {"png": ".png", "jpg": ".jpg", "tif": ".tif", "webp": ".webp"}
+#: How the formats are called in messages.
+NAMES = {"png": "PNG", "jpg": "JPEG", "tif": "TIFF", "webp": "WebP"}
 #: Input extensions -> format.
 EXTENSIONS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".tif": "tif",
               ".tiff": "tif", ".webp": "webp"}
@@ -93,7 +95,7 @@ def decode(data: bytes, name: str = "image", *, max_pixels: int | None = None) -
     if fmt is None:
         claimed = format_of(name)
         if claimed:
-            raise FileError(f"not a {claimed.upper()} file: its content is not image data "
+            raise FileError(f"not a {NAMES[claimed]} file: its content is not image data "
                             "(empty, corrupt, or another file renamed?)")
         raise FileError("not a PNG, JPEG, TIFF or WebP file")
     meta = read_metadata(data, fmt)
@@ -146,7 +148,7 @@ def _decode_pixels(data: bytes, fmt: str) -> np.ndarray:
     except cv2.error:
         img = None
     if img is None:
-        raise FileError(f"cannot decode this {fmt.upper()} file (corrupt or truncated?)")
+        raise FileError(f"cannot decode this {NAMES[fmt]} file (corrupt or truncated?)")
     if img.ndim == 3 and img.shape[2] == 3:
         img = img[:, :, ::-1]
     elif img.ndim == 3 and img.shape[2] == 4:

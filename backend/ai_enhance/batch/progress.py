@@ -45,6 +45,7 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self.done = self.skipped = self.failed = 0
+        self.worked = 0                  # files that took processing (rates are over these)
         self.mp = 0.0
         self._lock = threading.Lock()
         self._last_decile = -1
@@ -56,6 +57,8 @@ class Progress:
 
     def add(self, r: FileResult) -> None:
         with self._lock:
+            if r.status is Status.DONE or (r.status is Status.FAILED and r.seconds > 0):
+                self.worked += 1
             if r.status is Status.DONE:
                 self.done += 1
                 self.mp += r.megapixels
@@ -68,8 +71,7 @@ class Progress:
     def rates(self) -> tuple[float, float, float | None]:
         """(files/s, MP/s, ETA seconds) over the files processed this run (skips excluded)."""
         dt = max(1e-6, time.monotonic() - self.t0)
-        worked = self.done + self.failed
-        fps = worked / dt
+        fps = self.worked / dt
         left = self.total - self.finished
         eta = left / fps if fps > 0 else None
         return fps, self.mp / dt, eta
