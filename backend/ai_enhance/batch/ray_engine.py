@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import math
 import os
 import threading
 import time
@@ -155,14 +157,26 @@ def run_ray(tasks: list[Task], recipe: Recipe, opts: Options, manifest: Manifest
     results: list[FileResult] = []
     if not tasks:
         return results, False
+    need = workers * cpus_per_worker
     if not ray.is_initialized():
         init = dict(address=address or None, include_dashboard=False, ignore_reinit_error=True,
-                    log_to_driver=False)
-        if not address and num_cpus:
-            init["num_cpus"] = num_cpus
+                    log_to_driver=False, logging_level=logging.WARNING)
+        if not address and not os.environ.get("RAY_ADDRESS"):
+            # a Ray instance of our own on this machine: enough logical CPUs for the actors plus
+            # the read and write tasks (the OS shares the real cores among them)
+            init["num_cpus"] = num_cpus or max(os.cpu_count() or 1, math.ceil(need) + 1)
         ray.init(**init)
     import ray.data
 
+    total = float(ray.cluster_resources().get("CPU", 0))
+    if need > total - 0.5:
+        raise RayUnavailable(f"the Ray cluster has {total:g} CPUs: {workers} workers x "
+                             f"{cpus_per_worker:g} CPUs leave none to read and write files; use "
+                             f"fewer --workers or a smaller --cpus-per-worker")
+    if gpus_per_worker and float(ray.cluster_resources().get("GPU", 0)) < gpus_per_worker:
+        raise RayUnavailable(f"the Ray cluster has no GPU for --gpus-per-worker {gpus_per_worker:g}; "
+                             "start the workers with GPUs or use --gpus-per-worker 0")
+    logging.getLogger("ray.data").setLevel(logging.ERROR)     # our summary reports what failed
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     if gpus_per_worker:
@@ -180,13 +194,13 @@ def run_ray(tasks: list[Task], recipe: Recipe, opts: Options, manifest: Manifest
     # the CPU stages ask for little, so that they run beside the actors on a small machine
     ds = ds.map(read_row, fn_kwargs={"max_pixels": opts.max_pixels}, num_cpus=0.25)
     ds = ds.map_batches(RecipeActor, batch_size=1, batch_format="numpy",
-                        fn_constructor_kwargs={"recipe_json": json.dumps(recipe.to_json()),
-                                               "models_dir": str(models_dir) if models_dir else None,
-                                               "device": device,
-                                               "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None},
+                        fn_constructor_kwargs={
+                            "recipe_json": json.dumps(recipe.to_json()),
+                            "models_dir": str(models_dir) if models_dir else None, "device": device,
+                            "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None},
                         compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
-                        num_gpus=gpus_per_worker or None, num_cpus=cpus_per_worker,
-                        max_restarts=-1, max_task_retries=-1)
+                        num_gpus=gpus_per_worker or None, num_cpus=cpus_per_worker)
+    # (Ray Data restarts a dead actor and retries its batch by default: max_restarts=-1)
     ds = ds.map(write_row, fn_kwargs={"quality": opts.quality}, num_cpus=0.25)
     interrupted = False
     seen: set[int] = set()
