@@ -241,6 +241,28 @@ def test_manifest_resume_and_cut_lines(tmp_path):
     assert [json.loads(x)["output"] for x in m2.path.read_text().splitlines()] == ["a.png", "b.png"]
 
 
+def test_intents_make_a_killed_runs_file_ours(tmp_path):
+    """A file renamed into place just before a kill (no "done" line) is redone, not refused as
+    somebody else's; a file no batch set out to write is refused."""
+    from ai_enhance.batch.run import Options, plan
+
+    src = tmp_path / "in"
+    touch(src / "a.png")
+    touch(src / "b.png")
+    out = tmp_path / "out"
+    touch(out / "a.png")
+    touch(out / "b.png")
+    Manifest(out).record_intents(["a.png"])
+    m = Manifest(out)
+    assert m.knows("a.png") and not m.knows("b.png") and not m.is_done("a.png", "x", "r", out)
+    m.compact()
+    assert Manifest(out).knows("a.png") and Manifest(out).lines() == []
+    items, _ = gather([str(src)], out)
+    tasks, refused = plan(items, Options(out_dir=out), Manifest(out))
+    assert [t.item.out.as_posix() for t in tasks] == ["a.png"]
+    assert [Path(r.input).name for r in refused] == ["b.png"] and "--overwrite" in refused[0].reason
+
+
 def test_run_lock(tmp_path):
     a, b = RunLock(tmp_path), RunLock(tmp_path)
     assert a.acquire()

@@ -24,6 +24,7 @@ import numpy as np
 from ai_enhance_client.ops import LayerMode
 from ai_enhance_client.recipes import SOURCE_COMPOSITE, SOURCE_IMAGE, Recipe, Step, step_sources
 
+from ..pixels import PEAK
 from . import composite as C
 
 
@@ -50,9 +51,11 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
     dtype, channels = image.dtype, image.shape[2]
     last_use = step_sources(recipe)
     image_needed = max((i for i, s in enumerate(recipe.steps) if s.source == SOURCE_IMAGE), default=-1)
-    base = image                                   # the bottom layer (resampled by scale steps)
-    comp = C.to_linear_rgba(image)
-    exact = image          # the picture in native pixels while one layer alone makes it (else None)
+    base = image                     # the bottom layer (resampled by scale steps while needed)
+    # The picture so far: ``exact`` (native pixels) while one opaque layer alone makes it, else
+    # ``comp`` (linear RGBA float).  A full-strength step over everything (the usual batch) never
+    # builds the float planes: less memory, and no round trip that could move a 16-bit value.
+    exact, comp = image, None
     kept: dict[int, np.ndarray] = {}               # step -> its raw result, while a later step needs it
     for i, step in enumerate(recipe.steps):
         if on_step:
@@ -70,12 +73,8 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
         if out.image is None:
             raise StepFailed(f"step {i} ({step.op}) returned no image")
         s = step.scale
-        if s > 1:
-            comp = C.resample(comp, s)
-            if image_needed > i:
-                base = C.resample_pixels(base, s)
-            kept = {k: C.resample_pixels(v, s) for k, v in kept.items()}
-        h, w = comp.shape[:2]
+        h, w = (exact if exact is not None else comp).shape[:2]
+        h, w = h * s, w * s
         if out.image.shape[:2] != (h, w):
             raise StepFailed(f"step {i} ({step.op}) returned {out.image.shape[1]}x{out.image.shape[0]}, "
                              f"expected {w}x{h} (scale {s}); is its source enlarged by an earlier step?")
@@ -87,16 +86,20 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
                 raise StepFailed(f"step {i} ({step.op}): the backend's '{name}' mask is "
                                  f"{mask.shape[1]}x{mask.shape[0]}, expected {w}x{h}")
         if s > 1:
+            if image_needed > i:
+                base = C.resample_pixels(base, s)
+            kept = {k: C.resample_pixels(v, s) for k, v in kept.items()}
+        if _covers(step, out.image, mask) and out.image.dtype == dtype and out.image.shape[2] == channels:
+            exact, comp = out.image, None
+        elif step.strength > 0 or s > 1:
+            if comp is None:
+                comp = C.to_linear_rgba(exact)
+            if s > 1:
+                comp = C.resample(comp, s)
+            if step.strength > 0:
+                comp = C.composite(comp, C.to_linear_rgba(out.image), opacity=step.strength, mask=mask,
+                                   mode=step.mode)
             exact = None
-        if step.strength > 0:
-            layer = C.to_linear_rgba(out.image)
-            comp = C.composite(comp, layer, opacity=step.strength, mask=mask, mode=step.mode)
-            # a layer that covers everything at full strength IS the picture: keep its own pixels
-            # (no float round trip, which could move a 16-bit value by a level)
-            covers = (step.strength >= 1.0 and mask is None and step.mode is LayerMode.NORMAL
-                      and bool((layer[:, :, 3] >= 1.0).all()))
-            exact = out.image if covers and out.image.dtype == dtype and out.image.shape[2] == channels \
-                else None
         if i in last_use:
             kept[i] = out.image
         kept = {k: v for k, v in kept.items() if last_use.get(k, -1) > i}
@@ -105,3 +108,14 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
     if exact is not None:
         return np.array(exact, copy=True)
     return C.from_linear_rgba(comp, dtype, channels)
+
+
+def _covers(step: Step, result: np.ndarray, mask) -> bool:
+    """Whether the step's layer hides everything below it: full strength, no mask, Normal, opaque."""
+    if step.strength < 1.0 or mask is not None or step.mode is not LayerMode.NORMAL:
+        return False
+    c = result.shape[2]
+    if c not in (2, 4):
+        return True
+    peak = PEAK[np.dtype(result.dtype)]
+    return bool((result[:, :, c - 1] >= peak).all())

@@ -1,7 +1,10 @@
 """The resume manifest: one line of JSON per finished output, in the output folder.
 
 A line is appended (and fsync'ed) only after its output has been renamed into place, so the
-manifest never names a file that is not complete.  Each line records the input's sha256 and the
+manifest never names a file that is not complete.  Before a run starts writing, one "writing" line
+per output it may write records the intent: a file there that the manifest does not list as done
+is then known to be this batch's (a kill between the rename and the manifest line), and is redone
+rather than refused as somebody else's.  Each line records the input's sha256 and the
 recipe hash; a rerun skips an output whose line matches both (and whose file is there) and redoes
 the others.  A line cut short by a kill is ignored.  At the start of a run the file is compacted
 (one line per output, written to a temporary name and renamed).
@@ -33,6 +36,7 @@ class Manifest:
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / NAME
         self.entries: dict[str, Entry] = {}
+        self.intents: set[str] = set()   # outputs a run set out to write (done or not)
         self._lock = threading.Lock()
         self._load()
 
@@ -46,6 +50,9 @@ class Manifest:
         for line in text.splitlines():
             try:
                 d = json.loads(line)
+                if d.get("state") == "writing":
+                    self.intents.add(str(d["output"]))
+                    continue
                 e = Entry(**{k: d[k] for k in Entry.__dataclass_fields__ if k in d})
             except (ValueError, TypeError, KeyError):
                 continue          # a line cut short by a kill, or garbage: as if absent
@@ -57,6 +64,8 @@ class Manifest:
         with open(tmp, "w", encoding="utf-8") as f:
             for e in self.entries.values():
                 f.write(json.dumps(asdict(e), sort_keys=True) + "\n")
+            for o in sorted(self.intents - set(self.entries)):
+                f.write(json.dumps({"output": o, "state": "writing"}) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -67,7 +76,20 @@ class Manifest:
                 and (Path(out_dir) / output).is_file())
 
     def knows(self, output: str) -> bool:
-        return output in self.entries
+        """Whether a batch into this folder wrote (or set out to write) ``output``."""
+        return output in self.entries or output in self.intents
+
+    def record_intents(self, outputs: list[str]) -> None:
+        new = [o for o in outputs if o not in self.intents]
+        if not new:
+            return
+        with self._lock:
+            self.intents.update(new)
+            with open(self.path, "a", encoding="utf-8") as f:
+                for o in new:
+                    f.write(json.dumps({"output": o, "state": "writing"}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def record(self, entry: Entry) -> None:
         line = json.dumps(asdict(entry), sort_keys=True) + "\n"
@@ -79,12 +101,14 @@ class Manifest:
                 os.fsync(f.fileno())
 
     def lines(self) -> list[dict]:
-        """Every line of the file as written (tests check no output is recorded twice per run)."""
+        """Every "done" line of the file as written (tests check none is there twice per run)."""
         out = []
         try:
             for line in self.path.read_text("utf-8").splitlines():
                 try:
-                    out.append(json.loads(line))
+                    d = json.loads(line)
+                    if d.get("state") != "writing":
+                        out.append(d)
                 except ValueError:
                     continue
         except OSError:

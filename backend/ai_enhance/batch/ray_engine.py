@@ -42,6 +42,15 @@ class RayUnavailable(Exception):
     pass
 
 
+def _code_path() -> str:
+    import ai_enhance
+    import ai_enhance_client
+
+    dirs = [str(Path(m.__file__).resolve().parents[1]) for m in (ai_enhance, ai_enhance_client)]
+    old = [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d]
+    return os.pathsep.join(dict.fromkeys(dirs + old))
+
+
 def _ray():
     try:
         import ray
@@ -165,6 +174,8 @@ def run_ray(tasks: list[Task], recipe: Recipe, opts: Options, manifest: Manifest
             # a Ray instance of our own on this machine: enough logical CPUs for the actors plus
             # the read and write tasks (the OS shares the real cores among them)
             init["num_cpus"] = num_cpus or max(os.cpu_count() or 1, math.ceil(need) + 1)
+            # its workers import this very code (also when it runs from a source checkout)
+            init["runtime_env"] = {"env_vars": {"PYTHONPATH": _code_path()}}
         ray.init(**init)
     import ray.data
 
@@ -181,6 +192,7 @@ def run_ray(tasks: list[Task], recipe: Recipe, opts: Options, manifest: Manifest
     ctx.enable_progress_bars = False
     if gpus_per_worker:
         device = "cuda" if device == "auto" else device
+    manifest.record_intents([t.item.out.as_posix() for t in tasks])
     rows = []
     for i, t in enumerate(tasks):
         done = None if opts.overwrite else manifest.entries.get(t.item.out.as_posix())

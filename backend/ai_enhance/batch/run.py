@@ -136,6 +136,7 @@ def run_local(tasks: list[Task], recipe: Recipe, run_step: RunStep, opts: Option
     """Every task through ``jobs`` threads.  Returns (results, interrupted).  KeyboardInterrupt in
     the calling thread sets ``stop``: jobs in flight are cancelled, queued ones never start."""
     rhash = recipe_hash(recipe, opts)
+    manifest.record_intents([t.item.out.as_posix() for t in tasks])
     results: list[FileResult] = []
     interrupted = False
     pool = ThreadPoolExecutor(max_workers=max(1, opts.jobs), thread_name_prefix="batch")
