@@ -311,3 +311,32 @@ def test_busy_backend_is_retried_with_back_off(tiny_models_dir, many, tmp_path):
         assert runner.busy_retries > 0              # the queue of one was full, and we waited
     finally:
         b.stop()
+
+
+def test_ray_stages_without_ray(tiny_models_dir, shoot, tmp_path, monkeypatch):
+    """The Ray engine's three stages (read_row -> RecipeActor -> write_row) in this process, on rows
+    as Ray Data hands them over: a skipped row, a corrupt file, and a result too large for a row
+    (written by the actor itself)."""
+    from ai_enhance.batch import ray_engine as RE
+
+    recipe = recipes.single("upscale", model="nearest-x4", scale=4, strength=1.0, mask="full")
+    rows = [{"index": i, "path": str(shoot / rel), "out": str(tmp_path / Path(rel).name),
+             "fmt": F.format_of(rel), "done_sha": ""}
+            for i, rel in enumerate(["scans/gray16.png", "web/corrupt.jpg", "scans/1970/cat16.tif"])]
+    rows[0]["done_sha"] = F.sha256_bytes((shoot / "scans/gray16.png").read_bytes())   # up to date
+    read = [RE.read_row(r, max_pixels=10**8) for r in rows]
+    assert [r["status"] for r in read] == ["skipped", "failed", ""]
+    actor = RE.RecipeActor(json.dumps(recipe.to_json()), str(tiny_models_dir), "cpu", 1)
+    monkeypatch.setattr(RE, "MAX_ROW_BYTES", 1000)          # the tif's result is "too large"
+    batch = {k: np.array([r[k] for r in read], dtype=object) for k in read[0]}
+    got = actor(batch)
+    assert list(got["status"]) == ["skipped", "failed", RE.WRITTEN]
+    written = [RE.write_row({k: got[k][i] for k in got}, quality=95) for i in range(3)]
+    assert [w["status"] for w in written] == ["skipped", "failed", "done"]
+    out = F.decode((tmp_path / "cat16.tif").read_bytes(), "cat16.tif")
+    src = F.decode((shoot / "scans/1970/cat16.tif").read_bytes(), "cat16.tif")
+    assert np.array_equal(out.pixels, nn4(src.pixels)) and out.meta.icc == ICC
+    assert written[2]["bytes"] == (tmp_path / "cat16.tif").stat().st_size
+    monkeypatch.setattr(RE, "MAX_ROW_BYTES", 1 << 30)        # normal rows: pixels go to write_row
+    got = actor({k: np.array([read[2][k]], dtype=object) for k in read[2]})
+    assert list(got["status"]) == [""] and len(got["pixels"][0]) == src.pixels.nbytes * 16

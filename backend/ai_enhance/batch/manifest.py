@@ -85,6 +85,7 @@ class Manifest:
             return
         with self._lock:
             self.intents.update(new)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 for o in new:
                     f.write(json.dumps({"output": o, "state": "writing"}) + "\n")
@@ -95,6 +96,7 @@ class Manifest:
         line = json.dumps(asdict(entry), sort_keys=True) + "\n"
         with self._lock:
             self.entries[entry.output] = entry
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line)
                 f.flush()

@@ -89,6 +89,10 @@ def _empty() -> dict:
     return {"pixels": b"", "shape": "[]", "dtype": "|u1"}
 
 
+#: Row status: the actor wrote a result too large for a row itself (write_row reports it done).
+WRITTEN = "written"
+
+
 def read_row(row: dict, *, max_pixels: int) -> dict:
     """Stage 1 (CPU task): read, hash, skip when done, decode."""
     out = dict(row, status="", reason="", sha256="", meta="", megapixels=0.0, t0=time.time())
@@ -106,26 +110,40 @@ def read_row(row: dict, *, max_pixels: int) -> dict:
     return out
 
 
+#: Results larger than this are written by the actor itself: a row of Ray Data's Arrow blocks
+#: cannot carry 2 GiB or more (a 4x result of a 24 MP 16-bit photo is 2.3 GB).
+MAX_ROW_BYTES = 1 << 30
+
+
 class RecipeActor:
     """Stage 2 (actor pool): the recipe's steps with an Engine living in this actor."""
 
-    def __init__(self, recipe_json: str, models_dir: str | None, device: str, threads: int | None):
+    def __init__(self, recipe_json: str, models_dir: str | None, device: str, threads: int | None,
+                 quality: int = 95):
         from .runners import EngineRunner
 
         self.recipe: Recipe = parse(json.loads(recipe_json))
         self.runner = EngineRunner(models_dir, device=device, threads=threads)
+        self.quality = quality
         self.pid = os.getpid()
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["path"])
         out = {k: list(v) for k, v in batch.items()}
+        out["bytes"] = [0] * n
         for i in range(n):
             if out["status"][i]:
                 continue
             try:
                 img = _unpack({k: out[k][i] for k in ("pixels", "shape", "dtype")})
                 res = apply_recipe(self.recipe, img, self.runner)
-                packed = _pack(res)
+                if res.nbytes >= MAX_ROW_BYTES:
+                    task = Task(item=None, out_path=Path(out["out"][i]), fmt=out["fmt"][i])  # type: ignore[arg-type]
+                    out["bytes"][i] = save_output(res, _meta_from_text(out["meta"][i]), task, self.quality)
+                    out["status"][i] = WRITTEN
+                    packed = _empty()
+                else:
+                    packed = _pack(res)
             except Exception as e:  # noqa: BLE001
                 packed = _empty()
                 out["status"][i] = Status.FAILED.value
@@ -140,8 +158,11 @@ def write_row(row: dict, *, quality: int) -> dict:
     """Stage 3 (CPU task): encode with the input's metadata and rename into place."""
     result = {k: row[k] for k in ("index", "path", "out", "status", "reason", "sha256", "megapixels",
                                   "t0")}
-    result["bytes"] = 0
+    result["bytes"] = int(row.get("bytes") or 0)
     result["worker_pid"] = int(row.get("worker_pid") or 0)
+    if row["status"] == WRITTEN:
+        result["status"] = Status.DONE.value
+        return result
     if row["status"]:
         return result
     try:
@@ -209,7 +230,8 @@ def run_ray(tasks: list[Task], recipe: Recipe, opts: Options, manifest: Manifest
                         fn_constructor_kwargs={
                             "recipe_json": json.dumps(recipe.to_json()),
                             "models_dir": str(models_dir) if models_dir else None, "device": device,
-                            "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None},
+                            "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None,
+                            "quality": opts.quality},
                         compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
                         num_gpus=gpus_per_worker or None, num_cpus=cpus_per_worker)
     # (Ray Data restarts a dead actor and retries its batch by default: max_restarts=-1)
