@@ -4,7 +4,6 @@ file; relative paths, metadata, exit status and summary, resume (skip / redo wha
 interrupted runs (SIGINT, SIGKILL) and BUSY back-off."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal

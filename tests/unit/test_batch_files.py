@@ -2,8 +2,7 @@
 EXIF orientation, corrupt and oversized files, atomic writes, inputs and the resume manifest."""
 import io
 import json
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pytest
