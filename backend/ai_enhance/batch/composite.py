@@ -192,12 +192,3 @@ def resample_pixels(pixels: np.ndarray, scale: int) -> np.ndarray:
         return pixels
     c = pixels.shape[2] if pixels.ndim == 3 else 1
     return from_linear_rgba(resample(to_linear_rgba(pixels), scale), pixels.dtype, c)
-
-
-def resample_mask(mask: np.ndarray, scale: int) -> np.ndarray:
-    import cv2
-
-    if scale == 1:
-        return mask
-    h, w = mask.shape[:2]
-    return cv2.resize(mask, (w * scale, h * scale), interpolation=cv2.INTER_LINEAR)

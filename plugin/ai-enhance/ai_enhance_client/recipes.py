@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import ops as optable
 from .params import ParamError, Stage, validate
@@ -402,16 +402,3 @@ def step_sources(recipe: Recipe) -> dict[int, int]:
         if isinstance(s.source, int):
             last[s.source] = i
     return last
-
-
-def describe(recipe: Recipe) -> Iterable[str]:
-    """One line per step, for --help-like listings and logs."""
-    for i, s in enumerate(recipe.steps):
-        bits = [s.op, s.model or "(best installed)"]
-        if s.spec.scale[1] > 1:
-            bits.append(f"\u00d7{s.scale}")
-        bits.append(f"{s.strength * 100:g}%")
-        bits.append(f"mask {s.mask}")
-        if s.source != SOURCE_COMPOSITE:
-            bits.append(f"on {s.source if isinstance(s.source, str) else 'step %d' % s.source}")
-        yield f"{i}: " + " ".join(bits)
