@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -48,6 +49,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import preview as pv  # noqa: E402
+from ai_enhance_client import recipes  # noqa: E402  (pure: the layer parasite and Save Recipe)
 from ai_enhance_client.filters import (applicable, best_model, caps_models, dialog_params,  # noqa: E402
                                        explain, image_defaults, layer_name, model_rows, read_settings,
                                        size_summary, transport)
@@ -300,6 +302,7 @@ class Job:
         self.client = None
         self.caps = None
         self.window: ProgressWindow | None = None
+        self.job_id = uuid.uuid4().hex   # also recorded in the result layer's parasite
 
     # -- backend
     def connect(self):
@@ -363,7 +366,7 @@ class Job:
             return self.client.enhance(
                 op=self.op.name, model=st.model or None, spec=spec_in, pixels=pixels, scale=st.scale,
                 tile=st.tile, roi=roi, options=st.options, post=st.post, on_progress=progress,
-                should_cancel=should_cancel)
+                should_cancel=should_cancel, job_id=self.job_id)
 
         try:
             result = run_in_background(call, to_gimp, window=self.window)
@@ -443,6 +446,7 @@ class Job:
 
             self._add_mask(new, source_mask, result, (ox, oy, ow, oh))
             new.set_opacity(masks.opacity_percent(st.strength))
+            self._attach_parasite(new, source_mask, model, plan.scale)
         except Exception:
             if new is not None:
                 try:
@@ -457,6 +461,17 @@ class Job:
             image.undo_group_end()
         Gimp.displays_flush()
         return new
+
+    def _attach_parasite(self, layer, mask_source, model, scale) -> None:
+        """What made the layer (parasite `ai-enhance`, kept in .xcf): Save Recipe reads it."""
+        st = self.settings
+        source = recipes.read_parasite(_parasite_bytes(self.source)) or {}
+        data = recipes.layer_parasite(
+            op=self.op.name, model=model or "", scale=scale, strength=st.strength, mask=st.mask,
+            tile=st.tile, options=st.options, post=st.post, mask_source=mask_source.value,
+            backend_version=str((self.caps or {}).get("version") or ""), job_id=self.job_id,
+            source_job=source.get("job-id"), source_tattoo=self.source.get_tattoo())
+        layer.attach_parasite(Gimp.Parasite.new(recipes.PARASITE, Gimp.PARASITE_PERSISTENT, data))
 
     def _add_mask(self, new, source, result, rect) -> None:
         M = masks.MaskSource
@@ -1529,6 +1544,64 @@ def _jsonable(v):
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
+# --------------------------------------------------------------------------- Save Recipe
+
+SAVE_RECIPE = optable.PROC_PREFIX + "save-recipe"
+
+
+def _parasite_bytes(item) -> bytes | None:
+    p = item.get_parasite(recipes.PARASITE)
+    return bytes(p.get_data()) if p is not None else None
+
+
+def _mode_name(mode) -> str:
+    for name, member in (("normal", Gimp.LayerMode.NORMAL), ("lch_color", Gimp.LayerMode.LCH_COLOR),
+                         ("grain_merge", Gimp.LayerMode.GRAIN_MERGE)):
+        if mode == member:
+            return name
+    return str(getattr(mode, "value_nick", None) or getattr(mode, "name", None) or mode)
+
+
+def _layer_infos(image) -> list:
+    """The image's top-level layers, bottom to top, as Save Recipe sees them."""
+    out = []
+    for layer in reversed(list(image.get_layers())):
+        out.append(recipes.LayerInfo(
+            name=layer.get_name(), parasite=_parasite_bytes(layer), opacity=layer.get_opacity(),
+            visible=bool(layer.get_visible()), mode=_mode_name(layer.get_mode()),
+            tattoo=layer.get_tattoo(), group=bool(layer.is_group_layer())))
+    return out
+
+
+def save_recipe(image, path: str) -> int:
+    recipe = recipes.recipe_from_layers(_layer_infos(image),
+                                        created_by=f"GIMP {Gimp.version()} AI Enhance Save Recipe")
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(recipe.dumps())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another folder") from None
+    return len(recipe.steps)
+
+
+def _save_recipe_dialog(procedure, config) -> bool:
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("ai-enhance")
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Save Recipe")
+    dialog.fill(["file"])
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
 # --------------------------------------------------------------------------- registration
 
 def _error(procedure, message: str):
@@ -1570,7 +1643,7 @@ def _add_argument(procedure, p) -> None:
 
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [op.proc_name for op in optable.menu_ops()] + [MODELS_PROC]
+        return [op.proc_name for op in optable.menu_ops()] + [MODELS_PROC, SAVE_RECIPE]
 
     def do_set_i18n(self, name):
         return False
@@ -1578,6 +1651,8 @@ class AIEnhance(Gimp.PlugIn):
     def do_create_procedure(self, name):
         if name == MODELS_PROC:
             return self._models_procedure(name)
+        if name == SAVE_RECIPE:
+            return self._create_save_recipe(name)
         op = optable.BY_PROC[name]
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
@@ -1656,6 +1731,48 @@ class AIEnhance(Gimp.PlugIn):
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
+
+    def _create_save_recipe(self, name):
+        p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_save_recipe, None)
+        p.set_image_types("*")
+        mask = Gimp.ProcedureSensitivityMask
+        p.set_sensitivity_mask(getattr(mask, "ALWAYS", mask.DRAWABLE | mask.NO_DRAWABLES | mask.DRAWABLES))
+        p.set_menu_label("Save _Recipe...")
+        p.add_menu_path(optable.MENU_PATH)
+        p.set_documentation(
+            "Save the settings of this image's AI layers as a recipe for ai-enhance batch",
+            "Writes the operations, models, strengths and mask modes of the image's AI Enhance "
+            "layers, bottom to top, to a JSON recipe that `ai-enhance batch --recipe FILE` applies to "
+            "many files. Masks painted by hand or made from a selection do not transfer (the file "
+            "says so); masks the backend computes (faces ...) do.", name)
+        p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
+        p.add_file_argument("file", "_File", "The recipe file to write (.json)",
+                            Gimp.FileChooserAction.SAVE, False, None, GObject.ParamFlags.READWRITE)
+        p.add_int_return_value("steps", "Steps", "Number of steps written", 0, 10000, 0,
+                               GObject.ParamFlags.READWRITE)
+        return p
+
+    def run_save_recipe(self, procedure, run_mode, image, drawables, config, run_data):
+        try:
+            if run_mode == Gimp.RunMode.INTERACTIVE and not _save_recipe_dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            gfile = config.get_property("file")
+            path = gfile.get_path() if gfile is not None else None
+            if not path:
+                raise UserError("choose a local file to save the recipe to")
+            try:
+                steps = save_recipe(image, path)
+            except recipes.RecipeError as e:
+                raise UserError(str(e)) from None
+            return Gimp.ValueArray.new_from_values([
+                GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+                GObject.Value(GObject.TYPE_INT, steps)])
+        except UserError as e:
+            return _error(procedure, f"Save Recipe: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug: one line, details on stderr
+            traceback.print_exc()
+            return _error(procedure, f"Save Recipe: internal error ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); please report it")
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         op = optable.BY_PROC[procedure.get_name()]
