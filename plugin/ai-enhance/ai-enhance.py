@@ -96,7 +96,8 @@ def _offsets(drawable) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def _parasite_bytes(item, name: str):
+def _parasite_bytes(item, name: str = recipes.PARASITE) -> bytes | None:
+    """The bytes of an item's parasite ``name`` (default: our own "ai-enhance"), or None."""
     p = item.get_parasite(name)
     return bytes(p.get_data()) if p is not None else None
 
@@ -1547,11 +1548,6 @@ def _jsonable(v):
 # --------------------------------------------------------------------------- Save Recipe
 
 SAVE_RECIPE = optable.PROC_PREFIX + "save-recipe"
-
-
-def _parasite_bytes(item) -> bytes | None:
-    p = item.get_parasite(recipes.PARASITE)
-    return bytes(p.get_data()) if p is not None else None
 
 
 def _mode_name(mode) -> str:
