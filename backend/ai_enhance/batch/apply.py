@@ -37,6 +37,7 @@ class StepOutput:
     image: np.ndarray | None                      # HWC, the input's dtype
     masks: dict = field(default_factory=dict)     # name -> HxW uint8
     info: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)    # name -> HWC: e.g. "grain", stacked as in GIMP
 
 
 RunStep = Callable[[Step, np.ndarray], StepOutput]
@@ -89,7 +90,10 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
             if image_needed > i:
                 base = C.resample_pixels(base, s)
             kept = {k: C.resample_pixels(v, s) for k, v in kept.items()}
-        if _covers(step, out.image, mask) and out.image.dtype == dtype and out.image.shape[2] == channels:
+        grain = float(step.post.get("grain") or 0.0)
+        grain_layer = out.layers.get("grain") if grain > 0 else None
+        if (_covers(step, out.image, mask) and grain_layer is None and out.image.dtype == dtype
+                and out.image.shape[2] == channels):
             exact, comp = out.image, None
         elif step.strength > 0 or s > 1:
             if comp is None:
@@ -99,6 +103,9 @@ def apply_recipe(recipe: Recipe, image: np.ndarray, run_step: RunStep,
             if step.strength > 0:
                 comp = C.composite(comp, C.to_linear_rgba(out.image), opacity=step.strength, mask=mask,
                                    mode=step.mode)
+                if grain_layer is not None:     # the plug-in's "AI grain" layer: Grain merge, same mask
+                    comp = C.composite(comp, C.to_linear_rgba(grain_layer), opacity=grain, mask=mask,
+                                       mode=LayerMode.GRAIN_MERGE)
             exact = None
         if i in last_use:
             kept[i] = out.image

@@ -90,7 +90,9 @@ class ClientRunner:
                 res.spec.height, res.spec.width, res.spec.channels)
         masks = {name: np.frombuffer(data, np.uint8).reshape(ms.height, ms.width)
                  for name, (ms, data) in res.masks.items()}
-        return StepOutput(image, masks, dict(res.info or {}))
+        layers = {name: np.frombuffer(data, dtype=NUMPY_OF[ls.dtype]).reshape(ls.height, ls.width, ls.channels)
+                  for name, (ls, data) in res.layers.items()}
+        return StepOutput(image, masks, dict(res.info or {}), layers)
 
 
 class EngineRunner:
@@ -118,4 +120,5 @@ class EngineRunner:
             raise StepFailed(str(e)) from None
         except MemoryError:
             raise StepFailed("out of memory; use a smaller tile size (--tile) or fewer workers") from None
-        return StepOutput(out.image, {name: m for name, m in out.masks}, dict(out.info))
+        return StepOutput(out.image, {name: m for name, m in out.masks}, dict(out.info),
+                          {name: a for name, a in out.layers})

@@ -103,7 +103,7 @@ class OpSpec:
         if self.result is ResultKind.LAYER:
             out.append(Param("mask", Kind.CHOICE, self.mask_default, "Mas_k",
                              "Layer mask of the result",
-                             choices=tuple(_MASK_CHOICES[m] for m in self.mask_modes), stage=Stage.JOB))
+                             choices=tuple(MASK_CHOICES[m] for m in self.mask_modes), stage=Stage.JOB))
         return tuple(out)
 
     @property
@@ -121,7 +121,7 @@ class OpSpec:
         return scale
 
 
-_MASK_CHOICES = {
+MASK_CHOICES = {
     "selection": Choice("selection", "Selection", "Mask the new layer with the selection (all of it "
                                                   "when nothing is selected)"),
     "full": Choice("full", "Full", "Show the whole new layer"),
@@ -329,7 +329,8 @@ OPS: tuple[OpSpec, ...] = (
              "'AI Restore Old Photo' above the photo: toggle, mask or fade any single step. Steps "
              "whose model is not installed are skipped, and the message says which.",
         params=(SENSITIVITY,) + RESTORE_STEPS, result_masks=("damage", "faces"),
-        result=ResultKind.GROUP, tile=False, margin=64),
+        # a colorize step makes colour layers: a gray scan becomes RGB (in the same undo step)
+        needs_rgb=True, result=ResultKind.GROUP, tile=False, margin=64),
     OpSpec(
         name="noop", title="AI No-op", menu_label="No-op",
         blurb="Returns the input (transport benchmarks and tests)", help="",

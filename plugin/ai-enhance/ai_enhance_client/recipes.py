@@ -256,14 +256,18 @@ def single(op: str, *, model: str = "", scale: int | None = None, strength: floa
 
 def layer_parasite(*, op: str, model: str, scale: int, strength: float, mask: str, tile: int,
                    options: Mapping, post: Mapping, mask_source: str, backend_version: str,
-                   job_id: str, source_job: str | None, source_tattoo: int | None) -> bytes:
+                   job_id: str, source_job: str | None, source_tattoo: int | None,
+                   raw_key: str = "", crop: Sequence[int] = (), roi: Sequence[int] = ()) -> bytes:
     """The JSON the plug-in attaches (parasite ``ai-enhance``) to a result layer: what ran, how the
     layer was masked (``mask_source``: white, selection, result, result*selection) and which layer
-    it ran on (the source layer's own job id when it is an AI layer, and its tattoo)."""
+    it ran on (the source layer's own job id when it is an AI layer, and its tattoo).  Re-tune
+    reads ``raw-key`` (the backend's raw output) and ``crop``/``roi`` (the pixels sent and the part
+    returned, source-layer coordinates at the size it had then)."""
     doc = {"version": PARASITE_VERSION, "op": op, "model": model, "scale": int(scale),
            "strength": float(strength), "mask": mask, "mask-source": mask_source, "tile-size": int(tile),
            "options": dict(options), "post": dict(post), "backend-version": backend_version or "",
-           "job-id": job_id, "source-job": source_job, "source-tattoo": source_tattoo}
+           "job-id": job_id, "source-job": source_job, "source-tattoo": source_tattoo,
+           "raw-key": raw_key or "", "crop": [int(v) for v in crop], "roi": [int(v) for v in roi]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
