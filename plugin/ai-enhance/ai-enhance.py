@@ -596,7 +596,7 @@ class Job:
             spec, data = result.masks["change-map"]
             ctr = transport("U8", gray=True, alpha=False)
             c = self._layer("AI changes", data, ctr, rect, gray, optable.LayerMode.NORMAL,
-                            top.get_parent(), self.image.get_item_position(top))
+                            top.get_parent(), self.image.get_item_position(added[-1]))   # on top
             c.set_visible(False)
             self._tag_companion(c)
             added.append(c)
@@ -1828,12 +1828,15 @@ def retune_params() -> list:
     operation uses its own; the dialog shows the layer's current values)."""
     seen: dict = {}
     for op in optable.menu_ops():
+        if op.result is not optable.ResultKind.LAYER:
+            continue
         for p in (op.param("strength"), op.param("mask")) + op.params_of(optable.Stage.POST):
             if p is not None and p.name not in seen:
                 seen[p.name] = p
     modes = []
     for op in optable.menu_ops():
-        modes += [m for m in op.mask_modes if m not in modes]
+        if op.result is optable.ResultKind.LAYER:     # only layers are re-tuned
+            modes += [m for m in op.mask_modes if m not in modes]
     mask = seen["mask"]
     seen["mask"] = dataclasses.replace(mask, default="selection",
                                        choices=tuple(optable.MASK_CHOICES[m] for m in modes))
