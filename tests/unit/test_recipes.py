@@ -102,9 +102,11 @@ def test_post_parameters_come_from_the_table(monkeypatch):
                   stage=Stage.POST)
     row = dataclasses.replace(up, params=up.params + (extra,))
     monkeypatch.setitem(optable.BY_NAME, "upscale", row)
+    defaults = {p.name: p.default for p in row.params if p.stage is Stage.POST}
+    assert defaults["grain-amount"] == 0.0 and len(defaults) > 1     # next to the row's own dials
     r = R.parse(doc({"op": "upscale", "post": {"grain-amount": 0.25}}))
-    assert r.steps[0].post == {"grain-amount": 0.25}
-    assert R.parse(doc({"op": "upscale"})).steps[0].post == {"grain-amount": 0.0}
+    assert r.steps[0].post == {**defaults, "grain-amount": 0.25}
+    assert R.parse(doc({"op": "upscale"})).steps[0].post == defaults
     with pytest.raises(R.RecipeError, match=r"step 0 \(upscale\) post: grain-amount"):
         R.parse(doc({"op": "upscale", "post": {"grain-amount": 2}}))
     with pytest.raises(R.RecipeError, match="options: unknown parameter 'grain-amount'"):
