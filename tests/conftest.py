@@ -15,7 +15,7 @@ os.environ.setdefault("AI_ENHANCE_RUNTIME", "torch")
 # Every backend and client of the suite authenticates with CURVE keys from one private folder of
 # the session (created at first use), never the keys of the user running the tests.
 os.environ.setdefault("AI_ENHANCE_KEYS", tempfile.mkdtemp(prefix="aie-test-keys-"))
-from testkit import (Backend, free_port, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
+from testkit import (Backend, free_port, link, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
                      start_serve)
 
 
@@ -31,6 +31,9 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     make_compact(d / "realesr-general-wdn-x4v3.pth", seed=5)
     make_compact(d / "nearest-x4.pth", zero_last=True, seed=6)
     make_compact(d / "nearest-x1.pth", scale=1, zero_last=True, seed=7)
+    # a random DDColor (the tiny ConvNeXt encoder, cached by tests/randnets.py): Colorize has a model
+    from randnets import path_of
+    link(path_of("ddcolor"), d / "ddcolor_paper_tiny.pth")
     return d
 
 

@@ -871,6 +871,14 @@ def serve(config: ServeConfig, verbose: bool = False) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
         server.serve_forever()
+        busy = server.engine.models.converting() if hasattr(server.engine, "models") else []
+        if busy:
+            # a native OpenVINO conversion cannot be interrupted, and tearing the interpreter down
+            # under it aborts the process: leave at once (nothing was written for it yet)
+            log.info("stopped while converting %s for OpenVINO: it is converted again next time",
+                     ", ".join(busy))
+            logging.shutdown()
+            os._exit(0)
     except ServerError as e:
         log.error("%s", e)
         print(f"ai-enhance serve: {e}")

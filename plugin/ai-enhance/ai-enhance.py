@@ -21,6 +21,7 @@ pyzmq.  numpy is not needed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -48,11 +50,13 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import preview as pv  # noqa: E402
+from ai_enhance_client import recipes  # noqa: E402  (pure: the layer parasite and Save Recipe)
 from ai_enhance_client.filters import (applicable, best_model, caps_models, dialog_params,  # noqa: E402
                                        explain, image_defaults, layer_name, model_rows, read_settings,
-                                       size_summary, transport)
+                                       result_transport, size_summary, transport)
 from ai_enhance_client.model_plan import human_size, install_plan  # noqa: E402
-from ai_enhance_client.params import Kind, ParamError  # noqa: E402
+from ai_enhance_client.filters import JobSettings  # noqa: E402
+from ai_enhance_client.params import Kind, ParamError, validate  # noqa: E402
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
 BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
@@ -94,7 +98,8 @@ def _offsets(drawable) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def _parasite_bytes(item, name: str):
+def _parasite_bytes(item, name: str = recipes.PARASITE) -> bytes | None:
+    """The bytes of an item's parasite ``name`` (default: our own "ai-enhance"), or None."""
     p = item.get_parasite(name)
     return bytes(p.get_data()) if p is not None else None
 
@@ -300,6 +305,9 @@ class Job:
         self.client = None
         self.caps = None
         self.window: ProgressWindow | None = None
+        self.job_id = uuid.uuid4().hex   # also recorded in the result layer's parasite
+        self.reuse: str | None = None    # Re-tune: the raw output the backend may still hold
+        self.replaces = None             # Re-tune: the layer the new result takes the place of
 
     # -- backend
     def connect(self):
@@ -343,6 +351,7 @@ class Job:
 
         # Pixels are read BEFORE anything changes (scale > 1 resamples the image afterwards).
         pixels = src.get_buffer().get(_rect(plan.crop), 1.0, tr.babl_format, Gegl.AbyssPolicy.CLAMP)
+        mask_input = self._mask_input(plan, has_selection) if "mask" in self.op.inputs else None
 
         client_mod, P = _import_client()
         if self.caps is None:
@@ -363,7 +372,9 @@ class Job:
             return self.client.enhance(
                 op=self.op.name, model=st.model or None, spec=spec_in, pixels=pixels, scale=st.scale,
                 tile=st.tile, roi=roi, options=st.options, post=st.post, on_progress=progress,
-                should_cancel=should_cancel)
+                should_cancel=should_cancel, job_id=self.job_id, reuse=self.reuse,
+                mask=None if mask_input is None else (P.ImageSpec(plan.crop.width, plan.crop.height, 1,
+                                                                  P.DType.U8), mask_input))
 
         try:
             result = run_in_background(call, to_gimp, window=self.window)
@@ -376,7 +387,8 @@ class Job:
                 _TestHook.cancelled(self.window, e)
                 raise Cancelled(str(e)) from None
             raise _client_error(e, self.caps) from None
-        self._check_result(plan, result, tr)
+        rtr = result_transport(self.op, _precision_component(image), gray=gray, alpha=src.has_alpha())
+        self._check_result(plan, result, rtr)
         Gimp.progress_update(1.0)
 
         info = result.info or {}
@@ -388,10 +400,17 @@ class Job:
             return None
         if self.window is not None:
             self.window.update(1.0, "adding the layer")
-        return self._apply(plan, result, tr, has_selection)
+        if self.op.result is optable.ResultKind.CHANNEL:
+            return self._apply_channel(plan, result, has_selection)
+        return self._apply(plan, result, rtr, has_selection)
 
     def _check_result(self, plan, result, tr) -> None:
         s = result.spec
+        if s is None:               # a masks-only operation (Find Damage): the masks are checked on use
+            if self.op.result is not optable.ResultKind.CHANNEL:
+                raise UserError("the backend returned no image; install the plug-in and the backend "
+                                "from the same release")
+            return
         try:
             geometry.check_result_size(plan, s.width, s.height)
         except geometry.GeometryError as e:
@@ -404,12 +423,11 @@ class Job:
     def _apply(self, plan, result, tr, has_selection):
         """Everything that changes the image: one undo group, cleaned up on error."""
         image, src = self.image, self.source
-        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
         st = self.settings
         source_mask = masks.choose_mask(st.mask, has_selection=has_selection,
                                         result_masks=tuple(result.masks), modes=self.op.mask_modes)
         ow, oh = plan.out_size
-        new = None
+        added = []
         scaled = False
         image.undo_group_start()
         try:
@@ -423,30 +441,34 @@ class Job:
                 finally:
                     Gimp.context_pop()
                 scaled = True
+            if self.op.needs_rgb and image.get_base_type() == Gimp.ImageBaseType.GRAY:
+                image.convert_rgb()          # a colour layer needs an RGB image (same undo step)
             # GIMP's own scaling drove the bar; the job is done: say so, at 100 %
             Gimp.progress_set_text(f"{self.op.title}: adding the layer")
             Gimp.progress_update(1.0)
             # Where the source lies now (GIMP scales offsets by the same integer factor).
             sx, sy = _offsets(src)
-            ox, oy = sx + plan.box.x * plan.scale, sy + plan.box.y * plan.scale
-
-            layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+            rect = (sx + plan.box.x * plan.scale, sy + plan.box.y * plan.scale, ow, oh)
+            gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
             model = (result.info or {}).get("model") or st.model
             name = layer_name(self.op, model, plan.scale, result.info, self._short_name(model))
-            new = Gimp.Layer.new(image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[self.op.layer_mode])
-            image.insert_layer(new, src.get_parent(), image.get_item_position(src))
-            new.set_offsets(ox, oy)
-            buf = new.get_buffer()
-            buf.set(Gegl.Rectangle.new(0, 0, ow, oh), tr.babl_format, result.pixels)
-            buf.flush()
-            new.update(0, 0, ow, oh)
-
-            self._add_mask(new, source_mask, result, (ox, oy, ow, oh))
-            new.set_opacity(masks.opacity_percent(st.strength))
+            parent, position = self._place()
+            if self.op.result is optable.ResultKind.GROUP:
+                top = self._add_group(result, tr, rect, gray, has_selection, parent, position, added)
+            else:
+                top = self._layer(name, result.pixels, tr, rect, gray, self.op.layer_mode, parent, position)
+                added.append(top)
+                self._add_mask(top, source_mask, result, rect)
+                top.set_opacity(masks.opacity_percent(st.strength))
+                self._attach_parasite(top, source_mask, model, plan.scale, plan.crop.as_tuple(),
+                                      plan.roi.as_tuple(), result)
+                self._extra_layers(top, source_mask, result, tr, rect, gray, added)
+            if self.replaces is not None:
+                self._remove_replaced()
         except Exception:
-            if new is not None:
+            for layer in reversed(added):
                 try:
-                    image.remove_layer(new)
+                    image.remove_layer(layer)
                 except Exception:  # noqa: BLE001 - cleanup must not hide the first error
                     pass
             if scaled:
@@ -456,10 +478,223 @@ class Job:
         finally:
             image.undo_group_end()
         Gimp.displays_flush()
-        return new
+        return top
 
-    def _add_mask(self, new, source, result, rect) -> None:
+    def retune(self, old, par: dict):
+        """Re-tune: the same job as ``old`` was made by (parasite ``par``) with this job's settings
+        (post-processing, mask, strength): the backend reuses its raw output when it still holds it,
+        else runs the model again on the same pixels; the result takes ``old``'s place."""
+        st, image, src = self.settings, self.image, self.source
+        s = int(par.get("scale") or 1)
+        crop, roi = par.get("crop") or [], par.get("roi") or []
+        if len(crop) != 4 or len(roi) != 4:
+            raise UserError("this layer was made by an older AI Enhance that did not record what it "
+                            "processed; run the filter again instead")
+        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        tr = transport(_precision_component(image), gray=gray and not self.op.needs_rgb, alpha=src.has_alpha())
+        # the pixels sent then: the crop at the size the layer had (GEGL shrinks a since-enlarged one)
+        pixels = src.get_buffer().get(Gegl.Rectangle.new(*crop), 1.0 / s, tr.babl_format, Gegl.AbyssPolicy.CLAMP)
+        mask_input = None
+        if "mask" in self.op.inputs:        # the layer's own mask is the selection it was made with
+            m = old.get_mask()
+            if m is None:
+                raise UserError("the layer has no mask to re-tune its fill with; run Inpaint again")
+            mask_input = bytes(m.get_buffer().get(Gegl.Rectangle.new(0, 0, old.get_width(), old.get_height()),
+                                                  1.0 / s, "Y u8", Gegl.AbyssPolicy.NONE))
+            mask_input = _pad_mask(mask_input, roi, crop)
+        client_mod, P = _import_client()
+        if self.caps is None:
+            self.connect()
+        spec_in = P.ImageSpec(crop[2], crop[3], tr.channels, P.DType(tr.dtype))
+        title = self.op.title
+
+        def call(should_cancel, progress):
+            return self.client.enhance(
+                op=self.op.name, model=st.model or None, spec=spec_in, pixels=pixels, scale=s, tile=st.tile,
+                roi=P.Rect(*roi), options=st.options, post=st.post, on_progress=progress,
+                should_cancel=should_cancel, job_id=self.job_id, reuse=self.reuse,
+                mask=None if mask_input is None else (P.ImageSpec(crop[2], crop[3], 1, P.DType.U8), mask_input))
+
+        def to_gimp(fraction: float, text: str) -> None:
+            Gimp.progress_update(max(0.0, min(1.0, float(fraction))))
+            if text:
+                Gimp.progress_set_text(f"Re-tune {title}: {text}")
+
+        try:
+            result = run_in_background(call, to_gimp, window=self.window)
+        except client_mod.ClientError as e:
+            raise _client_error(e, self.caps) from None
+        ox, oy = _offsets(old)
+        rect = (ox, oy, old.get_width(), old.get_height())
+        if (result.spec.width, result.spec.height) != rect[2:]:
+            raise UserError(f"the backend returned {result.spec.width}x{result.spec.height} for a "
+                            f"{rect[2]}x{rect[3]} layer; run the filter again instead")
+        has_selection = not Gimp.Selection.is_empty(image)
+        source_mask = masks.choose_mask(st.mask, has_selection=has_selection, result_masks=tuple(result.masks),
+                                        modes=self.op.mask_modes)
+        model = (result.info or {}).get("model") or st.model
+        added = []
+        image.undo_group_start()
+        try:
+            parent, position = self._place()
+            name = layer_name(self.op, model, s, result.info, self._short_name(model))
+            top = self._layer(name, result.pixels, tr, rect, gray, self.op.layer_mode, parent, position)
+            added.append(top)
+            self._add_mask(top, source_mask, result, rect)
+            top.set_opacity(masks.opacity_percent(st.strength))
+            self._attach_parasite(top, source_mask, model, s, crop, roi, result)
+            self._extra_layers(top, source_mask, result, tr, rect, gray, added)
+            self._remove_replaced()
+        except Exception:
+            for layer in reversed(added):
+                try:
+                    image.remove_layer(layer)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+        info = result.info or {}
+        how = ("without running the model" if info.get("reused") else
+               "the model ran again: its earlier result was no longer in the engine's memory")
+        Gimp.progress_set_text(f"Re-tune {title}: done, {how}")
+        return top, info
+
+    def _place(self):
+        """(parent, position) for the new layer: directly above the source, or where the layer a
+        Re-tune replaces lies."""
+        anchor = self.replaces if self.replaces is not None else self.source
+        return anchor.get_parent(), self.image.get_item_position(anchor)
+
+    def _layer(self, name, pixels, tr, rect, gray, mode, parent, position):
+        ox, oy, ow, oh = rect
+        layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+        layer = Gimp.Layer.new(self.image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[mode])
+        self.image.insert_layer(layer, parent, position)
+        layer.set_offsets(ox, oy)
+        buf = layer.get_buffer()
+        buf.set(Gegl.Rectangle.new(0, 0, ow, oh), tr.babl_format, pixels)
+        buf.flush()
+        layer.update(0, 0, ow, oh)
+        return layer
+
+    def _extra_layers(self, top, source_mask, result, tr, rect, gray, added) -> None:
+        """The post-processing's own layers above the result: "AI grain" (Grain merge, opacity =
+        the grain dial, the result's mask) and, when asked, the hidden "AI changes" map."""
+        st = self.settings
+        grain = float(st.post.get("grain") or 0.0)
+        if grain > 0 and "grain" in result.layers:
+            spec, data = result.layers["grain"]
+            g = self._layer(f"AI grain \u00b7 {self.op.title[3:]}", data, tr, rect, gray,
+                            optable.LayerMode.GRAIN_MERGE, top.get_parent(), self.image.get_item_position(top))
+            added.append(g)
+            self._add_mask(g, source_mask, result, rect)
+            g.set_opacity(masks.opacity_percent(grain))
+            self._tag_companion(g)
+        if st.show_changes and "change-map" in result.masks:
+            spec, data = result.masks["change-map"]
+            ctr = transport("U8", gray=True, alpha=False)
+            c = self._layer("AI changes", data, ctr, rect, gray, optable.LayerMode.NORMAL,
+                            top.get_parent(), self.image.get_item_position(added[-1]))   # on top
+            c.set_visible(False)
+            self._tag_companion(c)
+            added.append(c)
+
+    def _tag_companion(self, layer) -> None:
+        """Mark a layer as belonging to this result (Re-tune replaces it together with the result)."""
+        layer.attach_parasite(Gimp.Parasite.new(COMPANION_PARASITE, Gimp.PARASITE_PERSISTENT,
+                                                self.job_id.encode()))
+
+    def _remove_replaced(self) -> None:
+        """Re-tune: the layer it replaces goes, with its grain and change-map layers."""
+        old = self.replaces
+        job = (recipes.read_parasite(_parasite_bytes(old)) or {}).get("job-id", "")
+        parent = old.get_parent()
+        siblings = parent.get_children() if parent is not None else self.image.get_layers()
+        for layer in siblings:
+            if job and _parasite_bytes(layer, COMPANION_PARASITE) == job.encode():
+                self.image.remove_layer(layer)
+        self.image.remove_layer(old)
+
+    def _add_group(self, result, tr, rect, gray, has_selection, parent, position, added):
+        """Restore Old Photo: a layer group with one masked layer per step, bottom to top."""
+        info = result.info or {}
+        group = Gimp.GroupLayer.new(self.image, self.op.title)
+        self.image.insert_layer(group, parent, position)
+        added.append(group)
+        for step in info.get("steps", []):
+            spec, data = result.layers[step["layer"]]
+            name = f"AI {step['step'].capitalize()} \u00b7 {self._short_name(step['model'])}"
+            layer = self._layer(name, data, tr, rect, gray, optable.LayerMode(step.get("mode", "normal")),
+                                group, 0)
+            mask_mode = step.get("mask") if step.get("mask") in result.masks else "selection"
+            source = masks.choose_mask(mask_mode, has_selection=has_selection, result_masks=tuple(result.masks),
+                                       modes=(mask_mode, "selection", "full"))
+            self._add_mask(layer, source, result, rect, mask_name=mask_mode)
+        skipped = info.get("skipped") or []
+        if skipped:
+            Gimp.message(f"{self.op.title}: skipped {'; '.join(skipped)}")
+        return group
+
+    def _apply_channel(self, plan, result, has_selection):
+        """Find Damage: the mask becomes the channel "AI damage" and the selection (within the
+        selection there was), in one undo step; nothing else changes."""
+        image, src = self.image, self.source
+        name = self.op.result_masks[0]
+        mspec, data = result.masks[name]
+        ox, oy = _offsets(src)
+        ox, oy = ox + plan.box.x, oy + plan.box.y
+        w, h = mspec.width, mspec.height
+        if has_selection:
+            sel = image.get_selection().get_buffer().get(Gegl.Rectangle.new(ox, oy, w, h), 1.0, "Y u8",
+                                                         Gegl.AbyssPolicy.NONE)
+            data = masks.multiply(data, sel)
+        image.undo_group_start()
+        try:
+            channel = Gimp.Channel.new(image, f"AI {name}", image.get_width(), image.get_height(), 50.0,
+                                       Gegl.Color.new("red"))
+            image.insert_channel(channel, None, 0)
+            buf = channel.get_buffer()
+            buf.set(Gegl.Rectangle.new(ox, oy, w, h), "Y u8", data)
+            buf.flush()
+            channel.update(ox, oy, w, h)
+            image.select_item(Gimp.ChannelOps.REPLACE, channel)
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+        msg = (result.info or {}).get("message")
+        if msg:
+            Gimp.progress_set_text(f"{self.op.title}: {msg}")
+        return None
+
+    def _mask_input(self, plan, has_selection) -> bytes:
+        """The "mask" input (Inpaint): the selection over the pixels sent, one byte per pixel."""
+        if not has_selection:
+            raise UserError("select the pixels to fill first (Select > ..., or Filters > AI Enhance > "
+                            "AI Find Damage, which selects scratches and dust), then run it again")
+        ox, oy = _offsets(self.source)
+        c = plan.crop
+        return bytes(self.image.get_selection().get_buffer().get(
+            Gegl.Rectangle.new(ox + c.x, oy + c.y, c.width, c.height), 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+
+    def _attach_parasite(self, layer, mask_source, model, scale, crop, roi, result) -> None:
+        """What made the layer (parasite `ai-enhance`, kept in .xcf): Save Recipe and Re-tune
+        read it."""
+        st = self.settings
+        source = recipes.read_parasite(_parasite_bytes(self.source)) or {}
+        data = recipes.layer_parasite(
+            op=self.op.name, model=model or "", scale=scale, strength=st.strength, mask=st.mask,
+            tile=st.tile, options=st.options, post=st.post,
+            mask_source=mask_source.value,
+            backend_version=str((self.caps or {}).get("version") or ""), job_id=self.job_id,
+            source_job=source.get("job-id"), source_tattoo=self.source.get_tattoo(),
+            raw_key=str((result.info or {}).get("raw_key") or ""), crop=crop, roi=roi)
+        layer.attach_parasite(Gimp.Parasite.new(recipes.PARASITE, Gimp.PARASITE_PERSISTENT, data))
+
+    def _add_mask(self, new, source, result, rect, mask_name: str | None = None) -> None:
         M = masks.MaskSource
+        mask_name = mask_name or self.settings.mask
         if source is M.SELECTION:
             mask = new.create_mask(Gimp.AddMaskType.SELECTION)
             new.add_mask(mask)
@@ -469,9 +704,9 @@ class Job:
         if source is M.WHITE:
             return
         ox, oy, ow, oh = rect
-        mspec, data = result.masks[self.settings.mask]
+        mspec, data = result.masks[mask_name]
         if (mspec.width, mspec.height, mspec.channels, mspec.dtype.value) != (ow, oh, 1, "u8"):
-            raise UserError(f"the backend's '{self.settings.mask}' mask is {mspec.width}x"
+            raise UserError(f"the backend's '{mask_name}' mask is {mspec.width}x"
                             f"{mspec.height}x{mspec.channels} {mspec.dtype.value}, expected "
                             f"{ow}x{oh} u8; install the plug-in and backend from the same release")
         if source is M.RESULT_X_SELECTION:
@@ -1338,6 +1573,25 @@ class _TestHook:
                 "help_button": dlg.help_button.get_label()}
 
     @classmethod
+    def dialog_shown(cls, dialog, config, names) -> None:
+        """A plain procedure dialog (Re-tune): report its values, answer it."""
+        answer = os.environ.get("AI_ENHANCE_DIALOG_AUTORESPONSE")
+        if answer and os.path.isfile(answer):
+            with open(answer) as f:
+                answer = f.read().strip()
+        if answer not in ("ok", "cancel"):
+            return
+        from gi.repository import Gtk
+
+        def respond():
+            cls.report.update({"title": dialog.get_title(), "fields": list(names),
+                               "values": {n: _jsonable(config.get_property(n)) for n in names}})
+            cls._write()
+            dialog.response(Gtk.ResponseType.OK if answer == "ok" else Gtk.ResponseType.CANCEL)
+            return False
+        GLib.timeout_add(200, respond)
+
+    @classmethod
     def attach(cls, dlg: FilterDialog) -> None:
         cls.dialog = dlg
         answer = os.environ.get("AI_ENHANCE_DIALOG_AUTORESPONSE")
@@ -1529,6 +1783,114 @@ def _jsonable(v):
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
+# --------------------------------------------------------------------------- Save Recipe
+
+SAVE_RECIPE = optable.PROC_PREFIX + "save-recipe"
+RETUNE = optable.PROC_PREFIX + "retune"
+#: On the grain and change-map layers of a result: its job id (Re-tune replaces them together).
+COMPANION_PARASITE = "ai-enhance-companion"
+
+
+def _layer_by_tattoo(image, tattoo):
+    if not isinstance(tattoo, int):
+        return None
+    try:
+        return image.get_layer_by_tattoo(tattoo)
+    except Exception:  # noqa: BLE001 - an older GIMP or no such layer
+        return None
+
+
+def _retune_dialog(procedure, config, op) -> bool:
+    """Re-tune's dialog: strength, mask and the dials this layer's operation has."""
+    GimpUi, Gtk, _ = _ui()
+    GimpUi.init("ai-enhance")
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=f"Re-tune {op.title}")
+    names = ["strength", "mask"] + [p.name for p in op.params_of(optable.Stage.POST)]
+    dialog.fill(names)
+    _TestHook.dialog_shown(dialog, config, names)
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
+def _pad_mask(data: bytes, roi, crop) -> bytes:
+    """A mask read over the roi (the layer) placed into the crop's frame (zeros around)."""
+    rx, ry, rw, rh = roi
+    cw, ch = crop[2], crop[3]
+    out = bytearray(cw * ch)
+    for y in range(rh):
+        out[(ry + y) * cw + rx:(ry + y) * cw + rx + rw] = data[y * rw:(y + 1) * rw]
+    return bytes(out)
+
+
+def retune_params() -> list:
+    """Re-tune's arguments: strength, mask and every post-processing dial of the table (each
+    operation uses its own; the dialog shows the layer's current values)."""
+    seen: dict = {}
+    for op in optable.menu_ops():
+        if op.result is not optable.ResultKind.LAYER:
+            continue
+        for p in (op.param("strength"), op.param("mask")) + op.params_of(optable.Stage.POST):
+            if p is not None and p.name not in seen:
+                seen[p.name] = p
+    modes = []
+    for op in optable.menu_ops():
+        if op.result is optable.ResultKind.LAYER:     # only layers are re-tuned
+            modes += [m for m in op.mask_modes if m not in modes]
+    mask = seen["mask"]
+    seen["mask"] = dataclasses.replace(mask, default="selection",
+                                       choices=tuple(optable.MASK_CHOICES[m] for m in modes))
+    return list(seen.values())
+
+
+def _mode_name(mode) -> str:
+    for name, member in (("normal", Gimp.LayerMode.NORMAL), ("lch_color", Gimp.LayerMode.LCH_COLOR),
+                         ("grain_merge", Gimp.LayerMode.GRAIN_MERGE)):
+        if mode == member:
+            return name
+    return str(getattr(mode, "value_nick", None) or getattr(mode, "name", None) or mode)
+
+
+def _layer_infos(image) -> list:
+    """The image's top-level layers, bottom to top, as Save Recipe sees them."""
+    out = []
+    for layer in reversed(list(image.get_layers())):
+        out.append(recipes.LayerInfo(
+            name=layer.get_name(), parasite=_parasite_bytes(layer), opacity=layer.get_opacity(),
+            visible=bool(layer.get_visible()), mode=_mode_name(layer.get_mode()),
+            tattoo=layer.get_tattoo(), group=bool(layer.is_group_layer())))
+    return out
+
+
+def save_recipe(image, path: str) -> int:
+    recipe = recipes.recipe_from_layers(_layer_infos(image),
+                                        created_by=f"GIMP {Gimp.version()} AI Enhance Save Recipe")
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(recipe.dumps())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another folder") from None
+    return len(recipe.steps)
+
+
+def _save_recipe_dialog(procedure, config) -> bool:
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("ai-enhance")
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Save Recipe")
+    dialog.fill(["file"])
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
 # --------------------------------------------------------------------------- registration
 
 def _error(procedure, message: str):
@@ -1570,7 +1932,7 @@ def _add_argument(procedure, p) -> None:
 
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [op.proc_name for op in optable.menu_ops()] + [MODELS_PROC]
+        return [op.proc_name for op in optable.menu_ops()] + [RETUNE, MODELS_PROC, SAVE_RECIPE]
 
     def do_set_i18n(self, name):
         return False
@@ -1578,6 +1940,10 @@ class AIEnhance(Gimp.PlugIn):
     def do_create_procedure(self, name):
         if name == MODELS_PROC:
             return self._models_procedure(name)
+        if name == SAVE_RECIPE:
+            return self._create_save_recipe(name)
+        if name == RETUNE:
+            return self._create_retune(name)
         op = optable.BY_PROC[name]
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
@@ -1656,6 +2022,131 @@ class AIEnhance(Gimp.PlugIn):
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
+
+    def _create_retune(self, name):
+        p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_retune, None)
+        p.set_image_types("RGB*, GRAY*")
+        p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        p.set_menu_label("AI _Re-tune...")
+        p.add_menu_path(optable.MENU_PATH)
+        p.set_documentation(
+            "Change the fidelity, colour, grain and mask of an AI layer without running the model again",
+            "On a layer made by an AI Enhance filter: changes its post-processing dials (fidelity, "
+            "colour lock, grain, skin texture, change map), its mask and its strength. The engine "
+            "keeps recent raw results, so this takes a second; when the result is no longer kept the "
+            "model runs again (and the status bar says so). The layer is replaced in one undo step.",
+            name)
+        p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
+        for param in retune_params():
+            _add_argument(p, param)
+        p.add_layer_return_value("layer", "Layer", "The re-tuned layer", True, GObject.ParamFlags.READWRITE)
+        return p
+
+    def run_retune(self, procedure, run_mode, image, drawables, config, run_data):
+        job = None
+        title = "AI Re-tune"
+        try:
+            if not drawables or len(drawables) != 1 or not drawables[0].is_layer():
+                raise UserError("select the one AI layer to re-tune in the Layers dialog")
+            old = drawables[0]
+            par = recipes.read_parasite(_parasite_bytes(old))
+            op = optable.BY_NAME.get((par or {}).get("op", ""))
+            if par is None or op is None or op.result is not optable.ResultKind.LAYER:
+                raise UserError("this layer was not made by an AI Enhance filter: pick a layer whose name "
+                                "starts with 'AI' (made by Filters > AI Enhance)")
+            title = f"Re-tune {op.title}"
+            source = _layer_by_tattoo(image, par.get("source-tattoo"))
+            if source is None:
+                raise UserError("the layer this one was made from is gone (deleted or merged); run the "
+                                "filter again instead")
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                # the dialog starts at the layer's values
+                config.set_property("strength", old.get_opacity() / 100.0)
+                if par.get("mask") in [c.value for c in retune_params()[1].choices]:
+                    config.set_property("mask", par["mask"])
+                for k, v in (par.get("post") or {}).items():
+                    if config.find_property(k) is not None:
+                        config.set_property(k, v)
+                if not _retune_dialog(procedure, config, op):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            values = {p.name: config.get_property(p.name) for p in retune_params()}
+            try:
+                post = validate(op.params_of(optable.Stage.POST),
+                                {k: v for k, v in values.items() if op.param(k) is not None
+                                 and op.param(k).stage is optable.Stage.POST}, what=title)
+                mask = str(values["mask"])
+                if mask not in op.mask_modes:
+                    raise ParamError(f"{title}: mask must be one of {', '.join(op.mask_modes)}, got {mask!r}")
+            except ParamError as e:
+                raise UserError(str(e)) from None
+            show_changes = bool(post.get("change-map"))
+            if mask == "changes":
+                post["change-map"] = True
+            job = Job(op, image, source)
+            job.settings = JobSettings(model=par.get("model", ""), scale=int(par.get("scale") or 1),
+                                       strength=float(values["strength"]), tile=int(par.get("tile-size") or 0),
+                                       mask=mask, options=dict(par.get("options") or {}), post=post,
+                                       show_changes=show_changes)
+            job.reuse = par.get("raw-key") or None
+            job.replaces = old
+            _progress(f"{title}\u2026")
+            layer, _ = job.retune(old, par)
+            return _success(layer)
+        except UserError as e:
+            return _error(procedure, f"{title}: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug: one line, details on stderr
+            traceback.print_exc()
+            return _error(procedure, f"{title}: internal error ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); please report it")
+        finally:
+            try:
+                Gimp.progress_end()
+            except Exception:  # noqa: BLE001
+                pass
+            if job is not None:
+                job.close()
+
+    def _create_save_recipe(self, name):
+        p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_save_recipe, None)
+        p.set_image_types("*")
+        mask = Gimp.ProcedureSensitivityMask
+        p.set_sensitivity_mask(getattr(mask, "ALWAYS", mask.DRAWABLE | mask.NO_DRAWABLES | mask.DRAWABLES))
+        p.set_menu_label("Save _Recipe...")
+        p.add_menu_path(optable.MENU_PATH)
+        p.set_documentation(
+            "Save the settings of this image's AI layers as a recipe for ai-enhance batch",
+            "Writes the operations, models, strengths and mask modes of the image's AI Enhance "
+            "layers, bottom to top, to a JSON recipe that `ai-enhance batch --recipe FILE` applies to "
+            "many files. Masks painted by hand or made from a selection do not transfer (the file "
+            "says so); masks the backend computes (faces ...) do.", name)
+        p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
+        p.add_file_argument("file", "_File", "The recipe file to write (.json)",
+                            Gimp.FileChooserAction.SAVE, False, None, GObject.ParamFlags.READWRITE)
+        p.add_int_return_value("steps", "Steps", "Number of steps written", 0, 10000, 0,
+                               GObject.ParamFlags.READWRITE)
+        return p
+
+    def run_save_recipe(self, procedure, run_mode, image, drawables, config, run_data):
+        try:
+            if run_mode == Gimp.RunMode.INTERACTIVE and not _save_recipe_dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            gfile = config.get_property("file")
+            path = gfile.get_path() if gfile is not None else None
+            if not path:
+                raise UserError("choose a local file to save the recipe to")
+            try:
+                steps = save_recipe(image, path)
+            except recipes.RecipeError as e:
+                raise UserError(str(e)) from None
+            return Gimp.ValueArray.new_from_values([
+                GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+                GObject.Value(GObject.TYPE_INT, steps)])
+        except UserError as e:
+            return _error(procedure, f"Save Recipe: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug: one line, details on stderr
+            traceback.print_exc()
+            return _error(procedure, f"Save Recipe: internal error ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); please report it")
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         op = optable.BY_PROC[procedure.get_name()]

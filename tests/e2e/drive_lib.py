@@ -154,13 +154,16 @@ def describe(img):
                  "position": img.get_item_position(it), "offsets": offsets(it),
                  "size": [it.get_width(), it.get_height()], "opacity": it.get_opacity(),
                  "group": it.is_group_layer(), "has_alpha": it.has_alpha(),
-                 "has_mask": it.get_mask() is not None, "gray": it.is_gray()}
+                 "has_mask": it.get_mask() is not None, "gray": it.is_gray(),
+                 "mode": getattr(it.get_mode(), "value_nick", str(it.get_mode())),
+                 "visible": it.get_visible()}
             out.append(d)
             if it.is_group_layer():
                 walk(it.get_children(), it.get_name())
 
     walk(img.get_layers(), None)
     return {"size": [img.get_width(), img.get_height()], "layers": out,
+            "base": getattr(img.get_base_type(), "value_nick", str(img.get_base_type())),
             "precision": precision_name(img)}
 
 

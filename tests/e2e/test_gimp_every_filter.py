@@ -16,6 +16,7 @@ pytestmark = pytest.mark.gimp
 #: Operations whose model needs more than the shared test backend has (a face detector): run by
 #: test_gimp_faces.py against its own backend.
 ELSEWHERE = {"faces"}
+LAYER, CHANNEL, GROUP = optable.ResultKind.LAYER, optable.ResultKind.CHANNEL, optable.ResultKind.GROUP
 KINDS = ("rgb_u8", "rgb_u8_feathered", "gray_u16_alpha")
 DTYPES = {"u8": np.uint8, "u16": np.dtype("<u2")}
 CHANNELS = {"R'G'B'A": 4, "Y'A": 2, "Y": 1}
@@ -45,11 +46,17 @@ def plan(e2e_backend):
         models = c.ping()["models"]
     runs = []
     for op in optable.menu_ops():
-        model = _test_model(op, models)
-        if model is not None:
-            props = {"scale": 1} if op.param("scale") else {}
-            runs.append({"op": op.name, "proc": op.proc_name, "model": model, "props": props,
-                         "short": _short(models, model)})
+        has_model = op.param("model") is not None
+        model = _test_model(op, models) if has_model else ""
+        if model is None:
+            continue
+        props = {"model": model} if has_model else {}
+        if op.param("scale"):
+            props["scale"] = 1
+        if op.result is LAYER:
+            props.update(strength=0.6, mask="selection")
+        runs.append({"op": op.name, "proc": op.proc_name, "model": model, "props": props,
+                     "short": _short(models, model), "select": "mask" in op.inputs})
     return runs
 
 
@@ -90,21 +97,21 @@ def _cases(every_run, plan):
 def test_each_filter_adds_a_masked_layer_above_the_untouched_source(every_run, plan):
     for run, kind, r in _cases(every_run, plan):
         op = optable.BY_NAME[run["op"]]
+        if op.result is not LAYER:
+            continue
         assert r["run"]["success"], (run, kind, r["run"])
         before, after = r["before"], r["after"]
         assert len(after["layers"]) == len(before["layers"]) + 1, (run, kind)
         new = next(l for l in after["layers"] if l["id"] == r["run"]["layer_id"])
         src = next(l for l in after["layers"] if l["id"] == r["src_id"])
         assert new["position"] == src["position"] - 1 and new["parent"] == src["parent"], (run, kind)
-        # "AI Upscale \u00d71 \u00b7 nearest-x4": what it did, then the model's short name
-        assert new["name"].startswith(op.title) and new["name"].split(" \u00b7 ")[1].startswith(run["short"]), \
-            new["name"]
+        assert new["name"].startswith(op.title), new["name"]
         assert new["opacity"] == pytest.approx(60.0) and new["has_mask"], (run, kind)
         assert r["src_after"]["b64"] == r["src_before"]["b64"], f"{run} {kind}: the source changed"
         mask, sel = arr(r["mask"])[..., 0], arr(r["selection_under_layer"])[..., 0]
-        if kind.endswith("feathered"):
+        if kind.endswith("feathered") or run["select"]:
             np.testing.assert_array_equal(mask, sel, err_msg=f"{run} {kind}: the mask is the selection")
-            assert ((mask > 0) & (mask < 255)).any()
+            assert kind != "rgb_u8_feathered" or ((mask > 0) & (mask < 255)).any()
         else:
             assert (mask == 255).all() and new["size"] == src["size"], (run, kind)
         out = arr(r["pixels"])
@@ -115,3 +122,34 @@ def test_each_filter_adds_a_masked_layer_above_the_untouched_source(every_run, p
             w, h = new["size"]
             np.testing.assert_array_equal(out, arr(r["src_before"])[y:y + h, x:x + w],
                                           err_msg=f"{run} {kind}")
+        if op.needs_rgb:
+            assert after["base"] == "rgb", f"{run} {kind}: a gray image is converted to RGB"
+        if op.layer_mode is optable.LayerMode.LCH_COLOR:
+            assert new["mode"] == "lch-color", new["mode"]
+
+
+def test_mask_results_become_a_channel_and_the_selection(every_run, plan):
+    runs = [r for r in plan if optable.BY_NAME[r["op"]].result is CHANNEL]
+    assert runs, "the table has a mask-only operation (Find Damage)"
+    for run, kind, r in _cases(every_run, [x for x in plan if x in runs]):
+        op = optable.BY_NAME[run["op"]]
+        assert r["run"]["success"], (run, kind, r["run"])
+        assert r["after"]["layers"] == r["before"]["layers"], "no layer added or changed"
+        assert f"AI {op.result_masks[0]}" in r["channels"], r["channels"]
+        assert r["src_after"]["b64"] == r["src_before"]["b64"]
+
+
+def test_step_results_become_a_layer_group_above_the_source(every_run, plan):
+    runs = [r for r in plan if optable.BY_NAME[r["op"]].result is GROUP]
+    assert runs, "the table has a multi-step operation (Restore Old Photo)"
+    for run, kind, r in _cases(every_run, runs):
+        op = optable.BY_NAME[run["op"]]
+        assert r["run"]["success"], (run, kind, r["run"])
+        after = r["after"]
+        group = next(l for l in after["layers"] if l["id"] == r["run"]["layer_id"])
+        src = next(l for l in after["layers"] if l["id"] == r["src_id"])
+        assert group["group"] and group["name"] == op.title
+        assert group["position"] == src["position"] - 1 and group["parent"] == src["parent"]
+        steps = [l for l in after["layers"] if l["parent"] == op.title]
+        assert steps and all(l["has_mask"] for l in steps), steps
+        assert r["src_after"]["b64"] == r["src_before"]["b64"]

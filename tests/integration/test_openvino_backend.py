@@ -63,3 +63,25 @@ def test_conversion_in_the_background_then_openvino_and_cached_across_restarts(t
         assert m["runtime"] == "openvino" and m["runtime_info"]["cache_hit"] is True, m
     finally:
         b.stop()
+
+
+def test_stopping_during_a_conversion_exits_cleanly(tmp_path):
+    """SIGTERM while a model is being converted in the background: exit status 0 (the native
+    conversion is not torn down under the interpreter: that would abort), the log says why."""
+    from testkit import make_rrdb
+
+    models = tmp_path / "models"
+    models.mkdir()
+    make_rrdb(models / "tiny-x4.pth", scale=4, num_filters=32, num_blocks=2, seed=2)
+    env = serve_env(models, AI_ENHANCE_RUNTIME="openvino", AI_ENHANCE_OV_PRECISION="f32",
+                    AI_ENHANCE_OV_CACHE=str(tmp_path / "ov"))
+    b = start_serve(models, tmp_path, env=env)
+    try:
+        enhance(b.endpoint, np.zeros((16, 16, 3), np.uint8))       # starts the conversion
+        converting = loaded(b.endpoint)["tiny-x4"]["runtime"] == "torch"
+    finally:
+        b.proc.terminate()
+        rc = b.proc.wait(30)
+    assert rc == 0
+    if converting:
+        assert "converted again next time" in b.log() or "runs on OpenVINO" in b.log()

@@ -114,3 +114,13 @@ def test_no_private_reaching_across_modules():
                     own_module = node.level == 1 and not node.module and (f.parent / f"{a.name}.py").is_file()
                     assert own_module or not (a.name.startswith("_") and not a.name.startswith("__")), \
                         f"{f.relative_to(PKG)} imports private {a.name} from {node.module}"
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages one by one: a new folder left out would be missing from a
+    non-editable install (the tests run from an editable one and would not notice)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PKG.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PKG.parent).parts) for p in PKG.rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"

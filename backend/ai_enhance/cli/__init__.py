@@ -1,4 +1,4 @@
-"""`ai-enhance`: serve | enhance | models | status | stop | keys | doctor.
+"""`ai-enhance`: serve | enhance | batch | models | status | stop | keys | doctor.
 
 The client commands talk to the backend over ZeroMQ exactly like the GIMP plug-in does, and never
 import torch (they start in a fraction of a second)."""
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd")
     _add_serve(sub)
     _add_enhance(sub)
+    from .batch import add_parser as _add_batch
+    _add_batch(sub)
     m = sub.add_parser("models", help="list the models and where they come from")
     msub = m.add_subparsers(dest="models_cmd")
     ml = msub.add_parser("list", help="every model id: installed or missing, size, source")
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.cmd == "enhance":
         return cmd_enhance(args)
+    if args.cmd == "batch":
+        from .batch import cmd_batch
+        return cmd_batch(args, default_scale)
     if args.cmd == "models":
         return cmd_models(args)
     if args.cmd == "status":

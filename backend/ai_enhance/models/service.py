@@ -38,6 +38,7 @@ class ModelService:
         self.context, self.overlap, self.band_on_device = int(context), int(overlap), band_on_device
         self._device: devices.DeviceInfo | None = None
         self._runner: TiledRunner | None = None
+        self._conversions: dict[str, threading.Thread] = {}
 
     # ----------------------------------------------------------------- device
 
@@ -121,7 +122,13 @@ class ModelService:
         else:
             log.info("converting %s for OpenVINO in the background (once)", info.id)
             lm.runtime_info = {"openvino": "converting (once); torch meanwhile"}
-            threading.Thread(target=convert, name=f"openvino-{info.id}", daemon=True).start()
+            t = threading.Thread(target=convert, name=f"openvino-{info.id}", daemon=True)
+            self._conversions[info.id] = t
+            t.start()
+
+    def converting(self) -> list[str]:
+        """Ids of the models being converted for OpenVINO right now."""
+        return [mid for mid, t in list(self._conversions.items()) if t.is_alive()]
 
     def _install_openvino(self, lm: LoadedModel) -> None:
         """Between jobs: a finished conversion takes over the model's forward."""

@@ -24,6 +24,7 @@ class JobSettings:
     mask: str
     options: dict
     post: dict
+    show_changes: bool = False      # add the change map as a hidden layer "AI changes"
 
 
 def read_settings(op: OpSpec, get: Callable[[str], Any]) -> JobSettings:
@@ -37,11 +38,13 @@ def read_settings(op: OpSpec, get: Callable[[str], Any]) -> JobSettings:
                        {p.name: values[p.name] for p in op.params if p.stage is Stage.OPTION}, what=op.title)
     post = validate([p for p in op.params if p.stage is Stage.POST],
                     {p.name: values[p.name] for p in op.params if p.stage is Stage.POST}, what=op.title)
+    show_changes = bool(post.get("change-map"))
     if job.get("mask") == "changes":
         post["change-map"] = True           # the "changes" mask comes from the change map
     return JobSettings(model=(job.get("model") or "").strip(), scale=int(job.get("scale", 1)),
                        strength=float(job.get("strength", 1.0)), tile=int(job.get("tile-size", 0)),
-                       mask=str(job.get("mask", "selection")), options=options, post=post)
+                       mask=str(job.get("mask", "selection")), options=options, post=post,
+                       show_changes=show_changes)
 
 
 def _plain(v: Any) -> Any:
@@ -52,6 +55,12 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (bool, int, float)) or v is None:
         return v
     return str(v).strip()
+
+
+def result_transport(op: OpSpec, component: str, *, gray: bool, alpha: bool) -> "Transport":
+    """How the result of ``op`` travels back: like the pixels sent, except that an operation that
+    needs colour returns RGB for a gray image (which the plug-in converts to RGB first)."""
+    return transport(component, gray=gray and not op.needs_rgb, alpha=alpha)
 
 
 def jpeg_quality(parasite: bytes | None) -> int | None:

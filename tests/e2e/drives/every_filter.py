@@ -31,13 +31,16 @@ def _one(run, kind):
                       data=pattern(W * H * _bytes_per(wfmt), 2))
     if kind.endswith("feathered"):
         select_rect(img, 10, 8, 16, 12, feather=6.0)
+    elif run.get("select"):             # an operation whose input is the selection (Inpaint)
+        select_rect(img, 12, 10, 14, 6)
     before = describe(img)
     src_before = dump_pixels(layer, rfmt)
-    r = run_proc(run["proc"], img, [layer], model=run["model"], strength=0.6, mask="selection",
-                 **run.get("props", {}))
+    r = run_proc(run["proc"], img, [layer], **run.get("props", {}))
     out = {"run": r, "before": before, "after": describe(img), "src_id": layer.get_id(),
-           "src_before": src_before, "src_after": dump_pixels(layer, rfmt), "fmt": rfmt}
-    if r.get("layer_id"):
+           "src_before": src_before, "src_after": dump_pixels(layer, rfmt), "fmt": rfmt,
+           "channels": [c.get_name() for c in img.get_channels()],
+           "selection_bounds": selection_bounds(img)}
+    if r.get("layer_id") and not Gimp.Item.get_by_id(r["layer_id"]).is_group_layer():
         new = Gimp.Layer.get_by_id(r["layer_id"])
         out["pixels"] = dump_pixels(new, rfmt)
         out["mask"] = dump_pixels(new.get_mask(), "Y u8")
