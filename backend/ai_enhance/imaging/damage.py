@@ -13,8 +13,13 @@ Lines (scratches, cracks, hairs on the scan)
      half the step edge running along the segment beyond what a smooth ramp explains (thin
      shadows and highlights at object borders are scene), minus half the evidence of a parallel
      line of the other polarity within 4 px (relief: a groove beside its highlight).
-  3. Texture normalisation: the evidence is divided by the local mean (41 px window) of the
-     residual averaged in the same direction, plus a floor for flat areas.  An isolated line
+  3. Texture normalisation: the evidence is divided by the local mean (41 px window) of its own
+     absolute value (x0.7), plus a floor for flat areas, taken beside the line: the window is
+     centred 18 px to either side and the busier side counts.  Texture of lines and gaps and
+     the flicker of grain give evidence of both signs there, a lone line only on itself.  (The
+     mean of the residual, centred on the line, counted the line itself and a grainy scan's
+     one-signed residual as texture: a clear 2 px scratch on a grainy or small photo was mostly
+     missed.)  An isolated line
      stands out above its surroundings; a hair among hairs, a blade of grass among grass, a
      stroke of text among text does not.  Lines with more than ~2.5 parallel lines across a
      121 px window are a pattern of the scene (brick mortar, fences, blinds, ruled paper) and
@@ -90,18 +95,20 @@ class Tuning:
     pair_dist: int = 4          # px across the line where that partner is looked for
     pix_frac: float = 0.4       # a line pixel's own residual vs the line's mean along it
     # (line score, minimum length in px): weaker evidence must run longer to count
-    line_levels: tuple[tuple[float, int], ...] = ((7.1, 12), (4.25, 30), (2.9, 60), (2.1, 120))
+    line_levels: tuple[tuple[float, int], ...] = ((6.0, 12), (3.6, 30), (2.45, 60), (1.8, 120))
     max_thickness: float = 10.0  # px: area / length of a line component (two crossing: ~2x width)
     max_fat: float = 0.05       # share of a line component wider than 6 px
     follow: float = 0.42        # line score enough to continue a found line in its direction
     follow_reach: int = 96      # px beyond the found lines that a continuation may run
     repeat_win: int = 121       # px window for patterns of parallel lines and crowds of dots
     max_parallel: float = 2.5   # more parallel lines than this across the window: a pattern
-    repeat_score: float = 1.0   # line score that counts as a line of a pattern
+    repeat_score: float = 1.2   # line score that counts as a line of a pattern (grain and texture reach ~1)
     max_crowd: int = 6          # more specks than this in the window: a pattern
     speck_hi: float = 10.0      # ring contrast of a speck core (normalised)
     speck_lo: float = 4.0       # residual of the rest of a speck (normalised)
     halo: float = 0.2           # fringe pixels with this share of the mark's contrast join it
+    texture_shift: int = 18     # px from a line to the centres of the texture windows beside it
+    texture_gain: float = 0.7   # weight of the evidence's own level as texture
     band: int = 512             # rows per band
 
 
@@ -158,6 +165,21 @@ def _step(gray_line: np.ndarray, theta: float, side: float) -> np.ndarray:
         return _shifted(padded, pad, dy, dx, shape) - _shifted(padded, pad, -dy, -dx, shape)
 
     return np.maximum(np.abs(diff(side)) - 0.5 * np.abs(diff(2 * side)), 0)
+
+
+def _beside(level: np.ndarray, theta: float, shift: int) -> np.ndarray:
+    """The texture level beside a line of direction theta: the larger of the levels `shift` px
+    away on either side, so the line's own residual does not count as texture that hides it (a
+    strong scratch would otherwise raise its own threshold), while a line with texture on either
+    side is still judged against it.  A side beyond the image's edge does not count (a mirrored
+    border would show the line as its own texture).  shift 0: the level centred on the pixel."""
+    if shift <= 0:
+        return level
+    dy, dx = int(round(np.cos(theta) * shift)), int(round(-np.sin(theta) * shift))
+    pad = shift + 1
+    padded = cv2.copyMakeBorder(level, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=float("nan"))
+    out = np.fmax(_shifted(padded, pad, dy, dx, level.shape), _shifted(padded, pad, -dy, -dx, level.shape))
+    return np.where(np.isnan(out), level, out)
 
 
 def _ring(inner: float, outer: float) -> np.ndarray:
@@ -218,7 +240,10 @@ def _scores(gray: np.ndarray, t: Tuning, kernels) -> dict[str, np.ndarray]:
                 ev = [e - t.pair_weight * p_ for e, p_ in zip(ev, partner)]
             for e, rr, bst, alg, drn in zip(ev, resp, best, along, dirs):
                 a = rr[slot]
-                z = e / (cv2.blur(a, win) + t.floor)
+                # the level of this direction's evidence itself (texture: many lines and gaps;
+                # grain: a flicker around zero), beside the line
+                tex = t.texture_gain * cv2.blur(np.abs(e), win)
+                z = e / (_beside(tex, np.pi * k / n, t.texture_shift) + t.floor)
                 better = z > bst
                 np.copyto(bst, z, where=better)
                 np.copyto(alg, a, where=better)
@@ -250,7 +275,7 @@ def _score_maps(gray: np.ndarray, t: Tuning) -> dict[str, np.ndarray]:
     kernels = _line_kernels(t.seg_len, t.n_dirs)
     # the longest chain of neighbourhoods: a texture window over a segment mean over a top-hat or
     # a ring, or over a step/partner look-aside
-    margin = (t.texture_win // 2 + t.seg_len // 2 + max(t.disc // 2 + 1, int(np.ceil(t.ring[1])),
+    margin = (t.texture_win // 2 + t.texture_shift + t.seg_len // 2 + max(t.disc // 2 + 1, int(np.ceil(t.ring[1])),
                                                          int(np.ceil(2 * t.side)) + t.pair_dist) + 2)
     for y0 in range(0, h, t.band):
         y1 = min(y0 + t.band, h)
