@@ -96,6 +96,32 @@ def test_real_photos_strong_damage_found_and_texture_mostly_left_alone(name):
     assert np.mean(fps) <= max_fp
 
 
+def grainy(clean: np.ndarray, levels: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(clean + rng.normal(0, levels / 255, clean.shape), 0, 1).astype(np.float32)
+
+
+def test_a_clear_scratch_on_a_grainy_photo_is_found():
+    """Grain gives a top-hat residual of one sign everywhere; counted as texture (and the line's
+    own residual with it) it hid clear 2 px scratches (measured before: 0.0 of the line on
+    grainy chelsea).  Measured now: 0.71-1.0 of each line, flags elsewhere <= 0.41 %."""
+    found_share = []
+    for clean in (smooth_photo(seed=21, grain=10.0), grainy(skimage_photo("chelsea"), 8, 3),
+                  grainy(skimage_photo("rocket"), 8, 3)):
+        h, w = clean.shape[:2]
+        assert (find_damage(clean) > 0).mean() <= 0.006
+        for ends in (((20, 30), (w - 20, h - 30)), ((30, h - 20), (w - 40, 40))):
+            line = np.zeros((h, w), np.uint8)
+            cv2.line(line, *ends, 255, 2)
+            on = line > 0
+            img = clean.copy()
+            img[on] += 0.35 * (1 - img[on])                  # a 2 px bright scratch
+            found = find_damage(img) > 0
+            found_share.append(found[on].mean())
+            assert (found & ~near(on, 3)).mean() <= 0.006
+    assert min(found_share) >= 0.6 and np.mean(found_share) >= 0.85
+
+
 def test_a_long_scratch_is_found_whole_across_an_edge():
     clean = np.full((200, 400, 3), 0.35, np.float32)
     clean[:, 200:] = 0.7                                    # a step edge the scratch crosses
