@@ -15,6 +15,28 @@ os.environ.setdefault("AI_ENHANCE_RUNTIME", "torch")
 # Every backend and client of the suite authenticates with CURVE keys from one private folder of
 # the session (created at first use), never the keys of the user running the tests.
 os.environ.setdefault("AI_ENHANCE_KEYS", tempfile.mkdtemp(prefix="aie-test-keys-"))
+
+
+def _raise_open_files_limit(want: int = 65536) -> None:
+    """The suite runs ~100 real backends, GIMPs and a Ray cluster from one pytest process whose
+    ZeroMQ contexts and sockets each hold event fds; a default soft limit of 1024 ran out in CI
+    ("Too many open files") late in a full run. Raise the soft limit (and, as root, the hard one)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:                                   # root may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            pass
+    top = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if top > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+
+
+_raise_open_files_limit()
 from testkit import (Backend, free_port, link, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
                      start_serve)
 
@@ -63,3 +85,26 @@ def fresh_backend(tiny_models_dir, tmp_path):
     b.stop()
 
 
+
+
+def _open_fds() -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":[")[0] if target.startswith(("anon_inode", "socket", "pipe")) else "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+_FDS_AT_START = _open_fds()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Open fds of the test process at the start and the end: a leak (of ZeroMQ sockets, say)
+    shows here long before it runs into the limit."""
+    end = _open_fds()
+    terminalreporter.write_line(f"open fds of the test process: start {sum(_FDS_AT_START.values())}, "
+                                f"end {sum(end.values())} {dict(sorted(end.items()))}")

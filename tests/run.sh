@@ -39,7 +39,7 @@ fi
 cd "$here"
 export PATH="$venv/bin:$PATH"
 set +e
-"$venv/bin/python" -m pytest -ra "$@"
+"$venv/bin/python" -m pytest -ra --durations=25 "$@"
 rc=$?
 set -e
 [ $rc -eq 5 ] && { echo "no tests collected"; exit 1; }

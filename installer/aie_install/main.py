@@ -664,8 +664,10 @@ class Installer:
             settings_mod.save(endpoint, want["serve_command"], path, installation=want["installation"])
             self.c.ok(f"{path}: endpoint {endpoint}, starts `{' '.join(want['serve_command'])}`")
             self.changed += 1
-        # the backend's own log folder appears at its first start: removed at uninstall too
+        # the backend's own log folder appears at its first start, its OpenVINO cache (compiled
+        # models, derived data) at the first conversion: removed at uninstall too
         self.m.add_runtime(paths.state_dir())
+        self.m.add_runtime(paths.data_dir() / "ov-cache")
         self.m.save()
         self.step_keys()
         for prof in self.installed_profiles:

@@ -501,3 +501,24 @@ def test_unconvertible_module_names_the_op_and_is_remembered(tmp_path):
 def test_wrong_output_is_refused(tmp_path):
     with pytest.raises(rt.OVRuntimeUnavailable, match="differs from torch"):
         rt.compile_model(FrozenWidth(), in_channels=3, cache_key="f", cache_dir=tmp_path)
+
+
+def test_converting_a_model_sends_and_writes_no_telemetry(tmp_path):
+    """OpenVINO's converter counts a user without a consent file as opted in to usage telemetry
+    (it wrote ~/intel/stats in the installer test and would send data): ours runs with its stub."""
+    pytest.importorskip("openvino")
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import sys, torch\n"
+        "from ai_enhance.runtime import openvino_rt as rt\n"
+        "net = torch.nn.Conv2d(3, 3, 3, padding=1).eval()\n"
+        "m = rt._convert(net, 3, (32, 32))\n"
+        "assert m is not None\n"
+        "print(sys.modules.get('openvino_telemetry'))\n")
+    env = dict(os.environ, HOME=str(home))
+    env.pop("CI", None)              # the converter skips telemetry in CI: test the user's case
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "None"
+    assert not (home / "intel").exists(), sorted(str(x) for x in home.rglob("*"))

@@ -27,10 +27,11 @@ def test_menu_labels_say_what_repeat_and_undo_will_say():
     assert len(set(mnemonics)) == len(mnemonics), "one mnemonic per entry of the submenu"
 
 
-# GIMP's own dialog buttons (_Cancel, _OK, _Reset, _Help) and the plug-in's fixed widgets
-# (_Preview, Do_wnload, Ad_vanced): GIMP prints "duplicate mnemonic" for any label that reuses one
-DIALOG_MNEMONICS = {"c": "Cancel", "o": "OK", "r": "Reset", "h": "Help", "p": "Preview",
-                    "w": "Download", "v": "Advanced"}
+# GIMP's own dialog buttons (_Cancel, _OK, _Reset, _Help, _Load Defaults, _Save Defaults) and the
+# plug-in's fixed widgets (_Preview, Do_wnload, Ad_vanced): GIMP prints "duplicate mnemonic" for
+# any property label that reuses one
+DIALOG_MNEMONICS = {"c": "Cancel", "o": "OK", "r": "Reset", "h": "Help", "l": "Load Defaults",
+                    "s": "Save Defaults", "p": "Preview", "w": "Download", "v": "Advanced"}
 
 
 def test_every_dialog_control_has_its_own_mnemonic():

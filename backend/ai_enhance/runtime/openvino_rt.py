@@ -89,6 +89,18 @@ class OVRuntimeUnavailable(Exception):
 
 # --------------------------------------------------------------------------- settings
 
+
+def _openvino():
+    """``import openvino``, with its model converter's usage telemetry switched off: without a
+    consent file OpenVINO's converter counts the user as opted in, writes ~/intel/ and sends usage
+    data over the network. Everything here runs locally, so the converter gets its own no-op stub
+    (it falls back to it when the telemetry package cannot be imported)."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None      # makes `import openvino_telemetry` fail
+    import openvino
+    return openvino
+
+
 def _setting(name: str, allowed: tuple[str, ...], default: str = "auto") -> str:
     raw = (os.environ.get(name) or "").strip().lower()
     if not raw:
@@ -172,14 +184,14 @@ _core = None
 def available() -> bool:
     """openvino is importable (the import happens once; later calls are cheap)."""
     try:
-        import openvino  # noqa: F401
+        _openvino()
     except Exception:  # noqa: BLE001 - a broken install is "not available", not a crash
         return False
     return True
 
 
 def ov_version() -> str:
-    import openvino as ov
+    ov = _openvino()
     return str(ov.get_version())
 
 
@@ -188,7 +200,7 @@ def core():
     global _core
     with _core_lock:
         if _core is None:
-            import openvino as ov
+            ov = _openvino()
             _core = ov.Core()
         return _core
 
@@ -626,7 +638,7 @@ def _cpu_f32_module(module):
 
 
 def _convert(module, in_channels: int, example_hw: tuple[int, int]):
-    import openvino as ov
+    ov = _openvino()
     import torch
 
     example = torch.from_numpy(probe_image(*example_hw, channels=in_channels))
@@ -864,7 +876,7 @@ def compile_model(module, *, in_channels: int, cache_key: str, cache_dir: Path |
 def _save_ir(ov_model, entry: _Entry) -> str | None:
     """Write the IR under temporary names, then move it into place; the path of the xml, or None
     (with one log line) when the disk refuses."""
-    import openvino as ov
+    ov = _openvino()
 
     stem = f".{entry.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp_xml, tmp_bin = entry.dir / f"{stem}.xml", entry.dir / f"{stem}.bin"

@@ -169,7 +169,7 @@ def post_params(*, fidelity: float | None = 0.0, grain: float = 0.0, keep_textur
                          "size it matches the photo (the AI may sharpen but not invent), 0 = the model's "
                          "output as it is", min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST))
     if color_lock is not None:
-        out.append(Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's co_lours",
+        out.append(Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's colo_urs",
                          "The result keeps the photo's colours (the model brings detail, not a colour shift)",
                          stage=Stage.POST))
     out += [
@@ -189,17 +189,17 @@ def post_params(*, fidelity: float | None = 0.0, grain: float = 0.0, keep_textur
 
 
 SENSITIVITY = Param(
-    "sensitivity", Kind.FLOAT, 0.5, "_Sensitivity",
+    "sensitivity", Kind.FLOAT, 0.5, "Se_nsitivity",
     "How faint a scratch or speck may be and still be found: higher finds more (and more that is not "
     "damage)", min=0.0, max=1.0, percent=True, unit="%")
 
 DAMAGE_KINDS = Param(
-    "kinds", Kind.CHOICE, "both", "_Look for", "Which kinds of damage to find",
+    "kinds", Kind.CHOICE, "both", "Look _for", "Which kinds of damage to find",
     choices=(Choice("both", "Scratches and dust"), Choice("scratches", "Scratches and cracks"),
              Choice("dust", "Dust and specks")))
 
 SATURATION = Param(
-    "saturation", Kind.FLOAT, 1.0, "Colour _saturation",
+    "saturation", Kind.FLOAT, 1.0, "Colour s_aturation",
     "How colourful the guessed colours are: 0 = gray, 1 = as the model predicts, 2 = twice as strong",
     min=0.0, max=2.0, percent=True, unit="%")
 
@@ -217,7 +217,7 @@ def _step(name: str, label: str, default: bool, help_: str) -> Param:
 RESTORE_STEPS = (
     _step("repair-damage", "Repair scratches and _dust", True,
           "Find scratches, cracks and dust, and fill them from their surroundings"),
-    _step("denoise", "Remove _noise", True, "Remove film grain and scanner noise"),
+    _step("denoise", "Re_move noise", True, "Remove film grain and scanner noise"),
     _step("restore-faces", "Restore _faces", True, "Restore every face (needs a face model)"),
     _step("colorize", "Colori_ze", False, "Guess the colours of a black-and-white photo (a colour layer)"),
 )
@@ -231,7 +231,7 @@ FACE_PARAMS = (
     Param("det-size", Kind.INT, 640, "Detection si_ze",
           "Short side, in pixels, of the image the face detector sees; larger finds smaller faces",
           min=160, max=2048, unit="px", advanced=True),
-    Param("face-mask", Kind.CHOICE, "auto", "Face _shape",
+    Param("face-mask", Kind.CHOICE, "auto", "Face ble_nding",
           "How each restored face blends in: face parsing when its model is installed, else a soft ellipse",
           choices=(Choice("auto", "Automatic"), Choice("parsing", "Face parsing"),
                    Choice("ellipse", "Soft ellipse")), advanced=True),
