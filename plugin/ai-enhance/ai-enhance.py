@@ -21,20 +21,29 @@ pyzmq.  numpy is not needed.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import queue
-import sys
-import tempfile
-import threading
-import time
-import traceback
-import uuid
+import time  # first: with AI_ENHANCE_PROFILE set, a call's phases are measured from this line
+
+_START = (time.time(), time.perf_counter())
+
+import os  # noqa: E402
+import sys  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+from ai_enhance_client import phases  # noqa: E402
+
+_CLOCK = phases.from_env(_START)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+import uuid  # noqa: E402
+
+_CLOCK.mark("import stdlib")
 # pyzmq unpacked here by the installer for a GIMP that bundles its own Python (Windows, macOS,
 # Flatpak, Snap): searched after the plug-in's own modules, before site-packages.
 VENDOR = os.path.join(HERE, "vendor")
@@ -47,6 +56,8 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
+_CLOCK.mark("import gi + Gimp")
+
 from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import preview as pv  # noqa: E402
@@ -57,6 +68,8 @@ from ai_enhance_client.filters import (applicable, best_model, caps_models, dial
 from ai_enhance_client.model_plan import human_size, install_plan  # noqa: E402
 from ai_enhance_client.filters import JobSettings  # noqa: E402
 from ai_enhance_client.params import Kind, ParamError, validate  # noqa: E402
+
+_CLOCK.mark("import plug-in modules")
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
 BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
@@ -349,13 +362,17 @@ class Job:
         except geometry.GeometryError as e:
             raise UserError(str(e)) from None
 
+        _CLOCK.mark("layer facts + plan")
         # Pixels are read BEFORE anything changes (scale > 1 resamples the image afterwards).
         pixels = src.get_buffer().get(_rect(plan.crop), 1.0, tr.babl_format, Gegl.AbyssPolicy.CLAMP)
         mask_input = self._mask_input(plan, has_selection) if "mask" in self.op.inputs else None
+        _CLOCK.mark("read pixels")
 
         client_mod, P = _import_client()
+        _CLOCK.mark("import client (pyzmq)")
         if self.caps is None:
             self.connect()
+        _CLOCK.mark("connect + ping")
         title = self.op.title
         _progress(f"{title}: sending the pixels\u2026")
         spec_in = P.ImageSpec(plan.crop.width, plan.crop.height, tr.channels, P.DType(tr.dtype))
@@ -387,6 +404,7 @@ class Job:
                 _TestHook.cancelled(self.window, e)
                 raise Cancelled(str(e)) from None
             raise _client_error(e, self.caps) from None
+        _CLOCK.mark("enhance: send, backend, receive")
         rtr = result_transport(self.op, _precision_component(image), gray=gray, alpha=src.has_alpha())
         self._check_result(plan, result, rtr)
         Gimp.progress_update(1.0)
@@ -453,6 +471,7 @@ class Job:
             model = (result.info or {}).get("model") or st.model
             name = layer_name(self.op, model, plan.scale, result.info, self._short_name(model))
             parent, position = self._place()
+            _CLOCK.mark("undo group start, name, place")
             if self.op.result is optable.ResultKind.GROUP:
                 top = self._add_group(result, tr, rect, gray, has_selection, parent, position, added)
             else:
@@ -460,9 +479,11 @@ class Job:
                 added.append(top)
                 self._add_mask(top, source_mask, result, rect)
                 top.set_opacity(masks.opacity_percent(st.strength))
+                _CLOCK.mark("mask + opacity")
                 self._attach_parasite(top, source_mask, model, plan.scale, plan.crop.as_tuple(),
                                       plan.roi.as_tuple(), result)
                 self._extra_layers(top, source_mask, result, tr, rect, gray, added)
+                _CLOCK.mark("parasite + extra layers")
             if self.replaces is not None:
                 self._remove_replaced()
         except Exception:
@@ -478,6 +499,7 @@ class Job:
         finally:
             image.undo_group_end()
         Gimp.displays_flush()
+        _CLOCK.mark("undo group end + flush")
         return top
 
     def retune(self, old, par: dict):
@@ -568,14 +590,18 @@ class Job:
         return anchor.get_parent(), self.image.get_item_position(anchor)
 
     def _layer(self, name, pixels, tr, rect, gray, mode, parent, position):
+        """A new layer (always with an alpha channel) holding ``pixels`` in transport ``tr``."""
         ox, oy, ow, oh = rect
+        fmt = tr.babl_format
         layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
         layer = Gimp.Layer.new(self.image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[mode])
         self.image.insert_layer(layer, parent, position)
         layer.set_offsets(ox, oy)
+        _CLOCK.mark("new layer")
         buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, ow, oh), tr.babl_format, pixels)
+        buf.set(Gegl.Rectangle.new(0, 0, ow, oh), fmt, pixels)
         buf.flush()
+        _CLOCK.mark("write pixels")
         layer.update(0, 0, ow, oh)
         return layer
 
@@ -1932,7 +1958,9 @@ def _add_argument(procedure, p) -> None:
 
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [op.proc_name for op in optable.menu_ops()] + [RETUNE, MODELS_PROC, SAVE_RECIPE]
+        # a row without a menu entry (the no-op) is still a PDB procedure: scripts and
+        # bench/bench_gimp.py measure GIMP's round trip with it
+        return [op.proc_name for op in optable.OPS] + [RETUNE, MODELS_PROC, SAVE_RECIPE]
 
     def do_set_i18n(self, name):
         return False
@@ -1948,8 +1976,9 @@ class AIEnhance(Gimp.PlugIn):
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
         p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        p.set_menu_label(op.menu_label)
-        p.add_menu_path(optable.MENU_PATH)
+        if op.menu:
+            p.set_menu_label(op.menu_label)
+            p.add_menu_path(optable.MENU_PATH)
         p.set_documentation(op.blurb, op.help, name)
         p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
         for param in op.all_params:
@@ -2149,6 +2178,7 @@ class AIEnhance(Gimp.PlugIn):
                                      f"{' '.join(str(e).split())[:200]}); please report it")
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
+        _CLOCK.mark("GIMP: handshake, procedure, arguments")
         op = optable.BY_PROC[procedure.get_name()]
         job = None
         try:
@@ -2168,6 +2198,7 @@ class AIEnhance(Gimp.PlugIn):
                 raise UserError(str(e)) from None
             if run_mode != Gimp.RunMode.NONINTERACTIVE and _have_display():
                 job.window = ProgressWindow(op.title)
+            _CLOCK.mark("target checks + settings")
             layer = job.run()
             return _success(layer)
         except Cancelled:
@@ -2180,12 +2211,16 @@ class AIEnhance(Gimp.PlugIn):
                                      f"{' '.join(str(e).split())[:200]}); please report it with "
                                      "GIMP's error console output")
         finally:
+            _CLOCK.mark("return values")
             try:
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
+            _CLOCK.mark("progress end")
             if job is not None:
                 job.close()
+            _CLOCK.mark("close the connection")
+            _CLOCK.write()
 
 
 Gimp.main(AIEnhance.__gtype__, sys.argv)
