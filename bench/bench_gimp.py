@@ -122,6 +122,7 @@ def summary(r: dict, args) -> dict:
     s["phases_empty"] = phase_table(r["floor"]["empty"])
     s["phases_up"] = phase_table(up["gimp"])
     s["phases_big"] = phase_table(big["gimp"])
+    s["phases_copy"] = phase_table(big["copy"])
     return s
 
 
@@ -150,7 +151,7 @@ def print_tables(results: dict, args) -> None:
     for label, key in rows:
         print(f"| {label} | " + " | ".join(f"{done[v][key]:.3f}" for v in cols) + " |")
     for key, what in (("phases_empty", "empty procedure"), ("phases_up", f"Upscale {n}"),
-                      ("phases_big", f"No-op {bw}x{bh}")):
+                      ("phases_big", f"No-op {bw}x{bh}"), ("phases_copy", f"GIMP floor: copy {bw}x{bh}")):
         print(f"\nPlug-in process per call, {what} (median s):\n")
         print("| phase | " + " | ".join(f"GIMP {results[v]['gimp']}" for v in cols) + " |")
         print("|---|" + "---|" * len(cols))

@@ -38,7 +38,6 @@ _CLOCK = phases.from_env(_START)
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import queue  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
@@ -58,14 +57,13 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 _CLOCK.mark("import gi + Gimp")
 
-from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
+from ai_enhance_client import alpha, geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import preview as pv  # noqa: E402
 from ai_enhance_client import recipes  # noqa: E402  (pure: the layer parasite and Save Recipe)
 from ai_enhance_client.filters import (applicable, best_model, caps_models, dialog_params,  # noqa: E402
                                        explain, image_defaults, layer_name, model_rows, read_settings,
                                        result_transport, size_summary, transport)
-from ai_enhance_client.model_plan import human_size, install_plan  # noqa: E402
 from ai_enhance_client.filters import JobSettings  # noqa: E402
 from ai_enhance_client.params import Kind, ParamError, validate  # noqa: E402
 
@@ -165,6 +163,7 @@ def _import_client():
 
 def _autostart_log() -> str:
     """Where an autostarted backend writes (ai_enhance_client.client.start_backend's default)."""
+    import tempfile     # here: a call that goes well never needs it
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"ai-enhance-serve-{uid}.log")
 
@@ -173,6 +172,16 @@ def _client_error(e, caps: dict | None = None) -> UserError:
     """A ClientError in a retoucher's words (what happened, what to do), the technical line kept."""
     log = (caps or {}).get("log") or (_autostart_log() if e.kind == "connection" else None)
     return UserError(explain(e.kind, str(e), log))
+
+
+def human_size(n) -> str:
+    from ai_enhance_client.model_plan import human_size as f     # dialogs only: not every call
+    return f(n)
+
+
+def install_plan(models, ids):
+    from ai_enhance_client.model_plan import install_plan as f
+    return f(models, ids)
 
 
 def _have_display() -> bool:
@@ -593,6 +602,11 @@ class Job:
         """A new layer (always with an alpha channel) holding ``pixels`` in transport ``tr``."""
         ox, oy, ow, oh = rect
         fmt = tr.babl_format
+        if tr.gray == gray and alpha.adds_alpha_here(fmt):
+            # the layer's own format: babl would spend ~0.4 s finding this conversion (alpha.py)
+            pixels = alpha.with_opaque_alpha(pixels, tr.channels, alpha.COMPONENT_BYTES[fmt.rpartition(" ")[2]])
+            fmt = alpha.with_alpha_format(fmt)
+            _CLOCK.mark("add alpha")
         layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
         layer = Gimp.Layer.new(self.image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[mode])
         self.image.insert_layer(layer, parent, position)
