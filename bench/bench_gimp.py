@@ -123,6 +123,8 @@ def summary(r: dict, args) -> dict:
     s["phases_up"] = phase_table(up["gimp"])
     s["phases_big"] = phase_table(big["gimp"])
     s["phases_copy"] = phase_table(big["copy"])
+    s["big_copy_flush"] = med(big["copy_flush"])
+    s["phases_copy_flush"] = phase_table(big["copy_flush"])
     return s
 
 
@@ -147,11 +149,13 @@ def print_tables(results: dict, args) -> None:
             ("same request, direct client", "big_direct"),
             ("GIMP overhead", "big_overhead"),
             (f"GIMP floor: procedure reading the {bw}x{bh} layer", "big_read"),
-            ("GIMP floor: read + new masked layer, one undo step", "big_copy")]
+            ("GIMP floor: read + new masked layer, one undo step", "big_copy"),
+            ("GIMP floor: the same + displays_flush (an interactive run)", "big_copy_flush")]
     for label, key in rows:
         print(f"| {label} | " + " | ".join(f"{done[v][key]:.3f}" for v in cols) + " |")
     for key, what in (("phases_empty", "empty procedure"), ("phases_up", f"Upscale {n}"),
-                      ("phases_big", f"No-op {bw}x{bh}"), ("phases_copy", f"GIMP floor: copy {bw}x{bh}")):
+                      ("phases_big", f"No-op {bw}x{bh}"), ("phases_copy", f"GIMP floor: copy {bw}x{bh}"),
+                      ("phases_copy_flush", f"GIMP floor: copy {bw}x{bh} + displays_flush")):
         print(f"\nPlug-in process per call, {what} (median s):\n")
         print("| phase | " + " | ".join(f"GIMP {results[v]['gimp']}" for v in cols) + " |")
         print("|---|" + "---|" * len(cols))

@@ -134,7 +134,8 @@ def noop_big():
                   ("gimp", lambda: gimp_call("python-fu-ai-enhance-noop", img, layer)),
                   ("direct", lambda: direct_call("noop", spec, pixels, st)),
                   ("read", lambda: gimp_call("python-fu-aie-bench-read", img, layer)),
-                  ("copy", lambda: gimp_call("python-fu-aie-bench-copy", img, layer)))
+                  ("copy", lambda: gimp_call("python-fu-aie-bench-copy", img, layer)),
+                  ("copy_flush", lambda: gimp_call("python-fu-aie-bench-copy-flush", img, layer)))
 
 
 finish()

@@ -330,6 +330,10 @@ class Job:
         self.job_id = uuid.uuid4().hex   # also recorded in the result layer's parasite
         self.reuse: str | None = None    # Re-tune: the raw output the backend may still hold
         self.replaces = None             # Re-tune: the layer the new result takes the place of
+        #: Refresh the displays when done.  Not in a non-interactive run: its script flushes once
+        #: when it is done (GIMP's own plug-ins flush only when run interactively), and GIMP's
+        #: work after each flush costs ~0.2 s for a 12 MP layer.
+        self.flush_displays = True
 
     # -- backend
     def connect(self):
@@ -507,7 +511,8 @@ class Job:
             raise
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
         _CLOCK.mark("undo group end + flush")
         return top
 
@@ -585,7 +590,8 @@ class Job:
             raise
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
         info = result.info or {}
         how = ("without running the model" if info.get("reused") else
                "the model ran again: its earlier result was no longer in the engine's memory")
@@ -702,7 +708,8 @@ class Job:
             image.select_item(Gimp.ChannelOps.REPLACE, channel)
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
         msg = (result.info or {}).get("message")
         if msg:
             Gimp.progress_set_text(f"{self.op.title}: {msg}")
@@ -2126,6 +2133,7 @@ class AIEnhance(Gimp.PlugIn):
             if mask == "changes":
                 post["change-map"] = True
             job = Job(op, image, source)
+            job.flush_displays = run_mode != Gimp.RunMode.NONINTERACTIVE
             job.settings = JobSettings(model=par.get("model", ""), scale=int(par.get("scale") or 1),
                                        strength=float(values["strength"]), tile=int(par.get("tile-size") or 0),
                                        mask=mask, options=dict(par.get("options") or {}), post=post,
@@ -2198,6 +2206,7 @@ class AIEnhance(Gimp.PlugIn):
         try:
             source = _target_layer(image, drawables)
             job = Job(op, image, source)
+            job.flush_displays = run_mode != Gimp.RunMode.NONINTERACTIVE
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
             if interactive:
                 caps = job.connect()

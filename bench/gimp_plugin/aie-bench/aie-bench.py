@@ -9,6 +9,7 @@ throw-away profile; never shipped).  Three PDB procedures on the active layer, n
   python-fu-aie-bench-copy    reads them, and in one undo step adds a layer of the source's type
                               above with those pixels (no conversion) and a white mask: what any
                               layer-making filter must do, without any of AI Enhance's own code
+  python-fu-aie-bench-copy-flush  the same, then Gimp.displays_flush() as an interactive filter does
 
 With AI_ENHANCE_PROFILE set, each call appends {"wall0", "wall_end", "phases": {}} like AI Enhance.
 """
@@ -26,7 +27,8 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GObject  # noqa: E402
 
-PROCS = ("python-fu-aie-bench-empty", "python-fu-aie-bench-read", "python-fu-aie-bench-copy")
+PROCS = ("python-fu-aie-bench-empty", "python-fu-aie-bench-read", "python-fu-aie-bench-copy",
+         "python-fu-aie-bench-copy-flush")
 
 
 def _fmt(image, layer) -> str:
@@ -96,6 +98,9 @@ class Bench(Gimp.PlugIn):
         finally:
             image.undo_group_end()
         _mark("update, mask, undo group end")
+        if name.endswith("flush"):
+            Gimp.displays_flush()
+            _mark("displays flush")
         # the next PDB call after a big change waits for what GIMP does with it (as AI Enhance's
         # progress_end does)
         Gimp.progress_end()
