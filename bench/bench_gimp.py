@@ -61,6 +61,13 @@ def med(runs: list[dict]) -> float:
     return statistics.median(r["seconds"] for r in runs)
 
 
+def outside(runs: list[dict], phase: str = "enhance: send, backend, receive") -> float:
+    """Median of (call seconds - the plug-in's own request phase): what GIMP and the plug-in add
+    around the request, without the backend's noise on a loaded machine."""
+    return statistics.median(r["seconds"] - r["profile"]["phases"].get(phase, 0.0)
+                             for r in runs if r.get("profile"))
+
+
 def phase_table(runs: list[dict]) -> dict[str, float]:
     """Median seconds per phase of the plug-in calls in ``runs``, framed by the process's start
     (from the PDB call) and the return (from the plug-in's last line)."""
@@ -118,6 +125,8 @@ def summary(r: dict, args) -> dict:
          "big_gimp": med(big["gimp"]), "big_direct": med(big["direct"]),
          "big_read": med(big["read"]), "big_copy": med(big["copy"])}
     s["up_overhead"] = s["up_gimp"] - s["up_direct"]
+    s["up_outside"] = outside(up["gimp"])
+    s["big_outside"] = outside(big["gimp"])
     s["big_overhead"] = s["big_gimp"] - s["big_direct"]
     s["phases_empty"] = phase_table(r["floor"]["empty"])
     s["phases_up"] = phase_table(up["gimp"])
@@ -145,9 +154,11 @@ def print_tables(results: dict, args) -> None:
             (f"Upscale {n}, {args.model} x1, through GIMP", "up_gimp"),
             (f"same request, direct client", "up_direct"),
             ("**GIMP overhead** (goal <= 0.15)", "up_overhead"),
+            ("GIMP call outside its request (call - the plug-in's enhance phase)", "up_outside"),
             (f"No-op {bw}x{bh} u8 through GIMP (goal <= 0.5)", "big_gimp"),
             ("same request, direct client", "big_direct"),
             ("GIMP overhead", "big_overhead"),
+            ("GIMP call outside its request", "big_outside"),
             (f"GIMP floor: procedure reading the {bw}x{bh} layer", "big_read"),
             ("GIMP floor: read + new masked layer, one undo step", "big_copy"),
             ("GIMP floor: the same + displays_flush (an interactive run)", "big_copy_flush")]
