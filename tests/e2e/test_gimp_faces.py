@@ -46,7 +46,16 @@ def new_layer(r, scale=1):
     assert new["name"] == ("AI Restore Faces" + (f" \u00d7{scale}" if scale != 1 else "")
                            + " \u00b7 tiny-restoreformer")
     assert new["parent"] == src["parent"] and new["position"] == src["position"] - 1
-    assert len(r["after"]["layers"]) == len(r["before"]["layers"]) + 1
+    # Restore Faces puts grain back by default (40 %, the table's default): its own Grain merge
+    # layer directly above the result, masked like it; nothing else is added
+    added = [l for l in r["after"]["layers"] if l["id"] not in {b["id"] for b in r["before"]["layers"]}]
+    grain = [l for l in added if l["id"] != lid]
+    assert len(added) == 2 and len(grain) == 1, [l["name"] for l in added]
+    grain = grain[0]
+    assert grain["name"] == "AI grain \u00b7 Restore Faces" and grain["mode"] == "grain-merge"
+    assert grain["opacity"] == pytest.approx(40.0) and grain["has_mask"]
+    assert grain["parent"] == new["parent"] and grain["position"] == new["position"] - 1
+    assert grain["offsets"] == new["offsets"] and grain["size"] == new["size"]
     return new, src
 
 

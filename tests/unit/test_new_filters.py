@@ -122,3 +122,4 @@ def test_jpeg_cleanup_without_fbcnn_says_how_to_install_it(engine):
         run(engine, "jpeg", img())
     assert e.value.kind == ErrorKind.MODEL_MISSING
     assert "fbcnn_color.pth" in e.value.message and "ai-enhance models install fbcnn-color" in e.value.hint
+    assert "python3 installer/install.py --models fbcnn-color" in e.value.hint

@@ -27,6 +27,22 @@ def test_menu_labels_say_what_repeat_and_undo_will_say():
     assert len(set(mnemonics)) == len(mnemonics), "one mnemonic per entry of the submenu"
 
 
+# GIMP's own dialog buttons (_Cancel, _OK, _Reset, _Help) and the plug-in's fixed widgets
+# (_Preview, Do_wnload, Ad_vanced): GIMP prints "duplicate mnemonic" for any label that reuses one
+DIALOG_MNEMONICS = {"c": "Cancel", "o": "OK", "r": "Reset", "h": "Help", "p": "Preview",
+                    "w": "Download", "v": "Advanced"}
+
+
+def test_every_dialog_control_has_its_own_mnemonic():
+    for op in optable.menu_ops():
+        seen = dict(DIALOG_MNEMONICS)
+        for p in op.all_params:
+            assert p.label.count("_") == 1, (op.name, p.label)
+            key = p.label[p.label.index("_") + 1].lower()
+            assert key.isalpha() and key not in seen, (op.name, p.label, seen.get(key))
+            seen[key] = p.label
+
+
 def test_defaults_follow_the_fields_advice():
     assert FACES.param("strength").default == pytest.approx(0.6)
     assert UP.param("strength").default == 1.0

@@ -123,3 +123,29 @@ def test_luma_weights():
     g = np.full((2, 2, 1), 0.3, np.float32)
     np.testing.assert_array_equal(color.luma(g), np.full((2, 2), 0.3, np.float32))
     assert resample.down(x, 2).shape == (1, 1, 3)
+
+
+def test_lock_same_size_after_a_denoiser_brings_back_neither_noise_nor_bias():
+    """A denoiser's output (here: the clean photo, its colour drifted) locked to the noisy photo
+    it came from: the drift goes, the removed chroma noise does not come back as mottling, and
+    the noise does not turn into a colour bias (CIELAB is not linear in the pixels)."""
+    clean = photo(128, 128)
+    rng = np.random.default_rng(7)
+    noisy = np.clip(clean + rng.normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+    lab = color.srgb_to_lab(clean)
+    lab[..., 1] += 4.0
+    out = color.lab_to_srgb(lab)
+    assert color.same_size_sigma(noisy, out) > 2 * color.SAME_SIZE_SIGMA       # it saw the noise
+    res = color.lock(noisy, out, 1)
+    ab = lambda x: color.srgb_to_lab(blur.gaussian(x, 8))[..., 1:]             # noqa: E731
+    inner = (slice(16, -16), slice(16, -16))
+    drift_before = np.abs(ab(out) - ab(clean))[inner].mean(axis=(0, 1))
+    drift_after = np.abs(ab(res) - ab(clean))[inner].mean(axis=(0, 1))
+    assert drift_before[0] > 3.9
+    # what is left is the noise the lock averages (about one just-noticeable difference) and
+    # the bias of clipping the noisy pixels at 0 and 1, not the drift
+    assert drift_after.max() < 0.75 and drift_after[0] < drift_before[0] / 5
+    fine = lambda x: (lambda l: l - blur.gaussian(l, 2.0))(color.srgb_to_lab(x)[..., 1:])  # noqa: E731
+    assert np.std(fine(res)[inner]) < np.std(fine(out)[inner]) + 0.5          # no mottling back
+    assert np.std(fine(res)[inner]) < 0.2 * np.std(fine(noisy)[inner])
+    assert metrics.psnr(res, clean) > metrics.psnr(out, clean) + 3

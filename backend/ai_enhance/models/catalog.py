@@ -23,7 +23,8 @@ ENV_EXTRA_CATALOG = "AI_ENHANCE_EXTRA_CATALOG"
 #: model manager or the CLI), so neither needs the installer's folder.
 INSTALL_COMMAND = "ai-enhance models install {id}"
 INSTALL_HINT = ("download it in GIMP with Filters > AI Enhance > Models... (or run "
-                "`ai-enhance models install {id}`)")
+                "`ai-enhance models install {id}`, or `python3 installer/install.py --models {id}` "
+                "from the source folder)")
 
 
 def load_catalog(path: Path | None = None) -> list[dict]:

@@ -445,37 +445,49 @@ def empty_cache(info: DeviceInfo | None) -> None:
         pass
 
 
-def max_activation_per_px(module, in_channels: int, probe_side: int = 64) -> float | None:
-    """Largest activation (elements per input pixel) of one forward pass, measured on a
-    shape-only copy of ``module`` on torch's "meta" device (no memory, no compute).  spandrel's
-    architectures record their constructor arguments in ``module.hyperparameters``; returns None
-    when the copy cannot be built or run that way (the caller then falls back to conv widths)."""
+def probe_on_meta(module, in_channels: int, probe_side: int, hook, kinds: tuple = ()) -> bool:
+    """Run a shape-only copy of ``module`` on torch's "meta" device (no memory, no compute) on a
+    ``probe_side`` square, with ``hook(m, inp, out)`` on every submodule (of ``kinds`` when
+    given).  spandrel's architectures record their constructor arguments in
+    ``module.hyperparameters``; False when the copy cannot be built or run that way."""
     import torch
 
     hp = getattr(module, "hyperparameters", None)
     if not isinstance(hp, dict):
-        return None
+        return False
     try:
         with torch.device("meta"):
             clone = type(module)(**hp)
         clone.eval()
-        biggest = 0
-
-        def hook(_m, _inp, out):
-            nonlocal biggest
-            if isinstance(out, torch.Tensor):
-                biggest = max(biggest, out.numel())
-
-        handles = [m.register_forward_hook(hook) for m in clone.modules()]
+        handles = [m.register_forward_hook(hook) for m in clone.modules()
+                   if not kinds or isinstance(m, kinds)]
         try:
             with torch.inference_mode():
                 clone(torch.empty(1, in_channels, probe_side, probe_side, device="meta"))
         finally:
             for h in handles:
                 h.remove()
-        return biggest / float(probe_side * probe_side) if biggest else None
-    except Exception:  # noqa: BLE001 - any arch that won't run on meta: fall back
+        return True
+    except Exception:  # noqa: BLE001 - an architecture that will not run on meta: no estimate
+        return False
+
+
+def max_activation_per_px(module, in_channels: int, probe_side: int = 64) -> float | None:
+    """Largest activation (elements per input pixel) of one forward pass, measured on a meta copy
+    of ``module`` (``probe_on_meta``); None when there is none (the caller then falls back to
+    conv widths)."""
+    import torch
+
+    biggest = 0
+
+    def hook(_m, _inp, out):
+        nonlocal biggest
+        if isinstance(out, torch.Tensor):
+            biggest = max(biggest, out.numel())
+
+    if not probe_on_meta(module, in_channels, probe_side, hook):
         return None
+    return biggest / float(probe_side * probe_side) if biggest else None
 
 
 def conv_width(module) -> int:

@@ -46,43 +46,31 @@ def target_seconds() -> float:
 
 def macs_per_px(module, in_channels: int, probe_side: int = 64) -> float | None:
     """Multiply-adds of one forward per input pixel, counted on a meta-device copy of ``module``
-    (convolutions and linear layers: they are nearly all of the work).  None when the copy cannot
-    be built that way (spandrel records the constructor arguments in ``module.hyperparameters``)."""
+    (``devices.probe_on_meta``; convolutions and linear layers: they are nearly all of the work).
+    None when the copy cannot be built or run that way."""
     import torch
 
-    hp = getattr(module, "hyperparameters", None)
-    if not isinstance(hp, dict):
-        return None
-    try:
-        with torch.device("meta"):
-            clone = type(module)(**hp)
-        clone.eval()
-        total = 0
+    from .devices import probe_on_meta
 
-        def hook(m, inp, out):
-            nonlocal total
-            if not isinstance(out, torch.Tensor):
-                return
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-                if isinstance(m, torch.nn.ConvTranspose2d):
-                    total += inp[0].numel() * m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                else:
-                    total += out.numel() * k
-            elif isinstance(m, torch.nn.Linear):
-                total += out.numel() * m.in_features
+    total = 0
 
-        handles = [m.register_forward_hook(hook) for m in clone.modules()
-                   if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
-        try:
-            with torch.inference_mode():
-                clone(torch.empty(1, in_channels, probe_side, probe_side, device="meta"))
-        finally:
-            for h in handles:
-                h.remove()
-        return total / float(probe_side * probe_side) if total else None
-    except Exception:  # noqa: BLE001 - an architecture that will not run on meta: no estimate
+    def hook(m, inp, out):
+        nonlocal total
+        if not isinstance(out, torch.Tensor):
+            return
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                total += inp[0].numel() * m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            else:
+                total += out.numel() * k
+        elif isinstance(m, torch.nn.Linear):
+            total += out.numel() * m.in_features
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    if not probe_on_meta(module, in_channels, probe_side, hook, kinds):
         return None
+    return total / float(probe_side * probe_side) if total else None
 
 
 def cpu_macs_per_second() -> float:

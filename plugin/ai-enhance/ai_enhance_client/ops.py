@@ -154,7 +154,7 @@ DENOISE_STRENGTH = Param(
     min=0.0, max=1.0, applies_to=("realesr-general-x4v3",))
 
 CODEFORMER_WEIGHT = Param(
-    "codeformer-weight", Kind.FLOAT, 0.5, "CodeFormer _fidelity",
+    "codeformer-weight", Kind.FLOAT, 0.5, "Co_deFormer fidelity",
     "CodeFormer only: 0 = the most restored face, 1 = the closest to the original face",
     min=0.0, max=1.0, applies_to=("CodeFormer",))
 
@@ -169,7 +169,7 @@ def post_params(*, fidelity: float | None = 0.0, grain: float = 0.0, keep_textur
                          "size it matches the photo (the AI may sharpen but not invent), 0 = the model's "
                          "output as it is", min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST))
     if color_lock is not None:
-        out.append(Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's _colours",
+        out.append(Param("color-lock", Kind.BOOL, color_lock, "Keep the photo's co_lours",
                          "The result keeps the photo's colours (the model brings detail, not a colour shift)",
                          stage=Stage.POST))
     out += [
@@ -179,10 +179,10 @@ def post_params(*, fidelity: float | None = 0.0, grain: float = 0.0, keep_textur
               unit="%", stage=Stage.POST),
     ]
     if keep_texture is not None:
-        out.append(Param("keep-texture", Kind.FLOAT, keep_texture, "Keep skin _texture",
+        out.append(Param("keep-texture", Kind.FLOAT, keep_texture, "Keep skin te_xture",
                          "Puts the photo's fine detail back into restored skin, against the plastic look",
                          min=0.0, max=1.0, percent=True, unit="%", stage=Stage.POST))
-    out.append(Param("change-map", Kind.BOOL, False, "Show the _change map",
+    out.append(Param("change-map", Kind.BOOL, False, "Show th_e change map",
                      "Adds a hidden layer 'AI changes' that is bright where the AI departed from what the "
                      "photo supports (where it invented)", stage=Stage.POST))
     return tuple(out)
@@ -204,7 +204,7 @@ SATURATION = Param(
     min=0.0, max=2.0, percent=True, unit="%")
 
 COLORIZE_SIZE = Param(
-    "input-size", Kind.INT, 512, "Model _resolution",
+    "input-size", Kind.INT, 512, "Model resol_ution",
     "The size the colouriser looks at the photo (the colours are then spread over the full "
     "resolution; the tones are never changed): larger sees small things better, slower",
     min=256, max=1024, unit="px", advanced=True)
@@ -215,17 +215,17 @@ def _step(name: str, label: str, default: bool, help_: str) -> Param:
 
 
 RESTORE_STEPS = (
-    _step("repair-damage", "_Repair scratches and dust", True,
+    _step("repair-damage", "Repair scratches and _dust", True,
           "Find scratches, cracks and dust, and fill them from their surroundings"),
     _step("denoise", "Remove _noise", True, "Remove film grain and scanner noise"),
     _step("restore-faces", "Restore _faces", True, "Restore every face (needs a face model)"),
-    _step("colorize", "_Colorize", False, "Guess the colours of a black-and-white photo (a colour layer)"),
+    _step("colorize", "Colori_ze", False, "Guess the colours of a black-and-white photo (a colour layer)"),
 )
 
 
 FACE_PARAMS = (
     CODEFORMER_WEIGHT,
-    Param("det-threshold", Kind.FLOAT, 0.95, "Detection _threshold",
+    Param("det-threshold", Kind.FLOAT, 0.95, "Detect_ion threshold",
           "How sure the detector must be that it sees a face (lower finds more, and more false ones)",
           min=0.3, max=0.999, advanced=True),
     Param("det-size", Kind.INT, 640, "Detection si_ze",
