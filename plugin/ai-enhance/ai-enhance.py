@@ -607,11 +607,9 @@ class Job:
     def _layer(self, name, pixels, tr, rect, gray, mode, parent, position):
         """A new layer (always with an alpha channel) holding ``pixels`` in transport ``tr``."""
         ox, oy, ow, oh = rect
-        fmt = tr.babl_format
-        if tr.gray == gray and alpha.adds_alpha_here(fmt):
-            # the layer's own format: babl would spend ~0.4 s finding this conversion (alpha.py)
-            pixels = alpha.with_opaque_alpha(pixels, tr.channels, alpha.COMPONENT_BYTES[fmt.rpartition(" ")[2]])
-            fmt = alpha.with_alpha_format(fmt)
+        # an opaque alpha added here where babl would spend ~0.4 s finding the conversion (alpha.py)
+        pixels, fmt = alpha.for_layer(pixels, tr.babl_format, layer_gray=gray)
+        if fmt != tr.babl_format:
             _CLOCK.mark("add alpha")
         layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
         layer = Gimp.Layer.new(self.image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[mode])

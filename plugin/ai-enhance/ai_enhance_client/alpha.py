@@ -47,3 +47,16 @@ def with_opaque_alpha(data, channels: int, component_bytes: int) -> bytes:
     for i in range(step):                           # one strided copy per byte of a pixel
         out[i::out_step] = src[i::step]
     return bytes(out)
+
+
+def for_layer(pixels, babl_format: str, *, layer_gray: bool):
+    """``(pixels, babl_format)`` to write into a new layer (always with an alpha channel; gray when
+    ``layer_gray``): the alpha added here where ``adds_alpha_here`` says so and the pixels already
+    have the layer's colour model, else ``pixels`` and ``babl_format`` as they are (babl converts
+    them while GEGL stores them: a change map in Y' for an RGB layer, a float result, ...)."""
+    model, _, ctype = babl_format.rpartition(" ")
+    gray = model.startswith("Y")
+    if gray != layer_gray or not adds_alpha_here(babl_format):
+        return pixels, babl_format
+    channels = 1 if gray else 3
+    return with_opaque_alpha(pixels, channels, COMPONENT_BYTES[ctype]), with_alpha_format(babl_format)
