@@ -22,6 +22,7 @@ from the plug-in's last line to GIMP's return.
 Usage (as root: the roots are chrooted into; from the checkout whose plug-in and backend to measure):
   PYTHONPATH=$PWD/backend:$PWD/plugin/ai-enhance python bench/bench_gimp.py [--reps 5] [--big-reps 3]
       [--gimp 3.0,3.2] [--models-dir /work/shared/weights] [--tag after]
+  python bench/bench_gimp.py --combine run1,run2,run3     # medians over runs already made
 Roots: AI_ENHANCE_GIMP_ROOT (default /var/cache/gimp-ai-enhance/gimp-root-trixie), AI_ENHANCE_GIMP32_ROOT
 (default /var/cache/gimp-ai-enhance/gimp-root-sid).  Writes bench/out/gimp[-TAG].json.
 """
@@ -152,7 +153,7 @@ def print_tables(results: dict, args) -> None:
     bw, bh = args.big
     rows = [("empty Python procedure (GIMP's floor)", "empty"),
             (f"Upscale {n}, {args.model} x1, through GIMP", "up_gimp"),
-            (f"same request, direct client", "up_direct"),
+            ("same request, direct client", "up_direct"),
             ("**GIMP overhead** (goal <= 0.15)", "up_overhead"),
             ("GIMP call outside its request (call - the plug-in's enhance phase)", "up_outside"),
             (f"No-op {bw}x{bh} u8 through GIMP (goal <= 0.5)", "big_gimp"),
@@ -179,6 +180,35 @@ def print_tables(results: dict, args) -> None:
     print(f"\nreps: {args.reps} (256), {args.big_reps} (12 MP); load average {os.getloadavg()}")
 
 
+#: the rows of the runs table (``--combine``): summary key -> label
+COMBINED = (("empty", "empty Python procedure (GIMP's floor)"),
+            ("up_overhead", "256x256 Upscale: GIMP - direct client"),
+            ("up_outside", "256x256 Upscale: GIMP call outside its request"),
+            ("big_gimp", "12 MP no-op through GIMP"),
+            ("big_direct", "12 MP no-op, direct client"),
+            ("big_outside", "12 MP no-op: GIMP call outside its request"),
+            ("big_copy", "12 MP GIMP floor: read + new masked layer"))
+
+
+def combine(tags: list[str]) -> None:
+    """One table over several runs (bench/out/gimp-TAG.json): each run's medians, and their median
+    (on a shared machine one run's medians still move with the other work)."""
+    runs = []
+    for t in tags:
+        d = json.loads((OUT / f"gimp-{t}.json").read_text())
+        a = argparse.Namespace(**d["args"])
+        runs.append({v: summary(r, a) for v, r in d["results"].items() if "skipped" not in r})
+    versions = [v for v in runs[0] if all(v in r for r in runs)]
+    for v in versions:
+        print(f"\nGIMP {v}, {len(runs)} runs (s):\n")
+        print("| | " + " | ".join(tags) + " | **median** |")
+        print("|---|" + "---|" * (len(tags) + 1))
+        for key, label in COMBINED:
+            vals = [r[v][key] for r in runs]
+            print(f"| {label} | " + " | ".join(f"{x:.3f}" for x in vals)
+                  + f" | **{statistics.median(vals):.3f}** |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -193,7 +223,12 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="PYTHONDONTWRITEBYTECODE=1 in GIMP, as the e2e tests run")
+    ap.add_argument("--combine", default="",
+                    help="TAG1,TAG2,...: no run; one table over those runs' bench/out files")
     args = ap.parse_args(argv)
+    if args.combine:
+        combine([t for t in args.combine.split(",") if t])
+        return 0
     h = harness()
     tmp = Path(tempfile.mkdtemp(prefix="aie-bench-gimp-"))
     backend = h.start_serve(Path(args.models_dir), tmp)
