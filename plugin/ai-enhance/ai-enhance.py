@@ -538,9 +538,11 @@ class Job:
             mask_input = bytes(m.get_buffer().get(Gegl.Rectangle.new(0, 0, old.get_width(), old.get_height()),
                                                   1.0 / s, "Y u8", Gegl.AbyssPolicy.NONE))
             mask_input = _pad_mask(mask_input, roi, crop)
+        _CLOCK.mark("read pixels")
         client_mod, P = _import_client()
         if self.caps is None:
             self.connect()
+        _CLOCK.mark("import client, connect + ping")
         spec_in = P.ImageSpec(crop[2], crop[3], tr.channels, P.DType(tr.dtype))
         title = self.op.title
 
@@ -560,6 +562,7 @@ class Job:
             result = run_in_background(call, to_gimp, window=self.window)
         except client_mod.ClientError as e:
             raise _client_error(e, self.caps) from None
+        _CLOCK.mark("enhance: send, backend, receive")
         ox, oy = _offsets(old)
         rect = (ox, oy, old.get_width(), old.get_height())
         if (result.spec.width, result.spec.height) != rect[2:]:
@@ -2091,6 +2094,7 @@ class AIEnhance(Gimp.PlugIn):
         return p
 
     def run_retune(self, procedure, run_mode, image, drawables, config, run_data):
+        _CLOCK.mark("GIMP: handshake, procedure, arguments")
         job = None
         title = "AI Re-tune"
         try:
@@ -2148,12 +2152,15 @@ class AIEnhance(Gimp.PlugIn):
             return _error(procedure, f"{title}: internal error ({type(e).__name__}: "
                                      f"{' '.join(str(e).split())[:200]}); please report it")
         finally:
+            _CLOCK.mark("return values")
             try:
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
             if job is not None:
                 job.close()
+            _CLOCK.mark("progress end, close the connection")
+            _CLOCK.write()      # a Re-tune call is profiled like a filter call (AI_ENHANCE_PROFILE)
 
     def _create_save_recipe(self, name):
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_save_recipe, None)
