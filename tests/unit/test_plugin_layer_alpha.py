@@ -97,6 +97,14 @@ def test_for_layer_takes_the_memoryview_a_client_result_may_hold():
     assert (out, fmt) == (b"\x10\xff\x20\xff", "Y'A u8")
 
 
+def test_for_layer_counts_bytes_of_a_buffer_with_wider_items():
+    """A u16 result held as a memoryview of "H" items: its length in items is not its size."""
+    src = np.array([[1, 2], [65535, 0]], np.uint16)          # two Y' u16 pixels... as 2x2 items
+    out, fmt = A.for_layer(memoryview(src.tobytes()).cast("H"), "Y' u16", layer_gray=True)
+    assert fmt == "Y'A u16"
+    assert np.frombuffer(out, np.uint16).tolist() == [1, 65535, 2, 65535, 65535, 65535, 0, 65535]
+
+
 def test_profile_file_holds_one_json_object_per_call_in_mark_order(tmp_path):
     """The AI_ENHANCE_PROFILE format bench/bench_gimp.py reads: one line per call; wall0 <=
     wall_end (wall clock, comparable with the caller's); phases in the order first marked,

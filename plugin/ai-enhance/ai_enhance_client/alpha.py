@@ -37,13 +37,14 @@ def with_opaque_alpha(data, channels: int, component_bytes: int) -> bytes:
 
     Returns ``bytes``: PyGObject hands bytes to GEGL as they are, but walks a bytearray element by
     element (1.8 s instead of 0.1 s for 12 megapixels of R'G'B'A u8)."""
+    # bytes first: len() of a buffer with wider items (a memoryview of "H") counts items
+    src = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
     step = channels * component_bytes
-    if len(data) % step:
-        raise ValueError(f"{len(data)} bytes is not a whole number of {channels}-channel pixels")
-    n = len(data) // step
+    if len(src) % step:
+        raise ValueError(f"{len(src)} bytes is not a whole number of {channels}-channel pixels")
+    n = len(src) // step
     out_step = step + component_bytes
     out = bytearray(b"\xff") * (n * out_step)      # the alpha bytes are already set
-    src = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
     for i in range(step):                           # one strided copy per byte of a pixel
         out[i::out_step] = src[i::step]
     return bytes(out)
