@@ -21,20 +21,28 @@ pyzmq.  numpy is not needed.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import queue
-import sys
-import tempfile
-import threading
-import time
-import traceback
-import uuid
+import time  # first: with AI_ENHANCE_PROFILE set, a call's phases are measured from this line
+
+_START = (time.time(), time.perf_counter())
+
+import os  # noqa: E402
+import sys  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+from ai_enhance_client import phases  # noqa: E402
+
+_CLOCK = phases.from_env(_START)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+import uuid  # noqa: E402
+
+_CLOCK.mark("import stdlib")
 # pyzmq unpacked here by the installer for a GIMP that bundles its own Python (Windows, macOS,
 # Flatpak, Snap): searched after the plug-in's own modules, before site-packages.
 VENDOR = os.path.join(HERE, "vendor")
@@ -47,16 +55,19 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
-from ai_enhance_client import geometry, masks  # noqa: E402  (pure, no pyzmq)
+_CLOCK.mark("import gi + Gimp")
+
+from ai_enhance_client import alpha, geometry, masks  # noqa: E402  (pure, no pyzmq)
 from ai_enhance_client import ops as optable  # noqa: E402
 from ai_enhance_client import preview as pv  # noqa: E402
 from ai_enhance_client import recipes  # noqa: E402  (pure: the layer parasite and Save Recipe)
 from ai_enhance_client.filters import (applicable, best_model, caps_models, dialog_params,  # noqa: E402
                                        explain, image_defaults, layer_name, model_rows, read_settings,
                                        result_transport, size_summary, transport)
-from ai_enhance_client.model_plan import human_size, install_plan  # noqa: E402
 from ai_enhance_client.filters import JobSettings  # noqa: E402
 from ai_enhance_client.params import Kind, ParamError, validate  # noqa: E402
+
+_CLOCK.mark("import plug-in modules")
 
 #: Seconds to wait for an autostarted backend before giving up (the whole run stays under 30 s).
 BACKEND_START_WAIT = float(os.environ.get("AI_ENHANCE_START_WAIT", "25"))
@@ -152,6 +163,7 @@ def _import_client():
 
 def _autostart_log() -> str:
     """Where an autostarted backend writes (ai_enhance_client.client.start_backend's default)."""
+    import tempfile     # here: a call that goes well never needs it
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"ai-enhance-serve-{uid}.log")
 
@@ -160,6 +172,16 @@ def _client_error(e, caps: dict | None = None) -> UserError:
     """A ClientError in a retoucher's words (what happened, what to do), the technical line kept."""
     log = (caps or {}).get("log") or (_autostart_log() if e.kind == "connection" else None)
     return UserError(explain(e.kind, str(e), log))
+
+
+def human_size(n) -> str:
+    from ai_enhance_client.model_plan import human_size as f     # dialogs only: not every call
+    return f(n)
+
+
+def install_plan(models, ids):
+    from ai_enhance_client.model_plan import install_plan as f
+    return f(models, ids)
 
 
 def _have_display() -> bool:
@@ -308,6 +330,10 @@ class Job:
         self.job_id = uuid.uuid4().hex   # also recorded in the result layer's parasite
         self.reuse: str | None = None    # Re-tune: the raw output the backend may still hold
         self.replaces = None             # Re-tune: the layer the new result takes the place of
+        #: Refresh the displays when done.  Not in a non-interactive run: its script flushes once
+        #: when it is done (GIMP's own plug-ins flush only when run interactively), and GIMP's
+        #: work after each flush costs ~0.2 s for a 12 MP layer.
+        self.flush_displays = True
 
     # -- backend
     def connect(self):
@@ -349,13 +375,17 @@ class Job:
         except geometry.GeometryError as e:
             raise UserError(str(e)) from None
 
+        _CLOCK.mark("layer facts + plan")
         # Pixels are read BEFORE anything changes (scale > 1 resamples the image afterwards).
         pixels = src.get_buffer().get(_rect(plan.crop), 1.0, tr.babl_format, Gegl.AbyssPolicy.CLAMP)
         mask_input = self._mask_input(plan, has_selection) if "mask" in self.op.inputs else None
+        _CLOCK.mark("read pixels")
 
         client_mod, P = _import_client()
+        _CLOCK.mark("import client (pyzmq)")
         if self.caps is None:
             self.connect()
+        _CLOCK.mark("connect + ping")
         title = self.op.title
         _progress(f"{title}: sending the pixels\u2026")
         spec_in = P.ImageSpec(plan.crop.width, plan.crop.height, tr.channels, P.DType(tr.dtype))
@@ -387,6 +417,7 @@ class Job:
                 _TestHook.cancelled(self.window, e)
                 raise Cancelled(str(e)) from None
             raise _client_error(e, self.caps) from None
+        _CLOCK.mark("enhance: send, backend, receive")
         rtr = result_transport(self.op, _precision_component(image), gray=gray, alpha=src.has_alpha())
         self._check_result(plan, result, rtr)
         Gimp.progress_update(1.0)
@@ -453,6 +484,7 @@ class Job:
             model = (result.info or {}).get("model") or st.model
             name = layer_name(self.op, model, plan.scale, result.info, self._short_name(model))
             parent, position = self._place()
+            _CLOCK.mark("undo group start, name, place")
             if self.op.result is optable.ResultKind.GROUP:
                 top = self._add_group(result, tr, rect, gray, has_selection, parent, position, added)
             else:
@@ -460,9 +492,11 @@ class Job:
                 added.append(top)
                 self._add_mask(top, source_mask, result, rect)
                 top.set_opacity(masks.opacity_percent(st.strength))
+                _CLOCK.mark("mask + opacity")
                 self._attach_parasite(top, source_mask, model, plan.scale, plan.crop.as_tuple(),
                                       plan.roi.as_tuple(), result)
                 self._extra_layers(top, source_mask, result, tr, rect, gray, added)
+                _CLOCK.mark("parasite + extra layers")
             if self.replaces is not None:
                 self._remove_replaced()
         except Exception:
@@ -477,7 +511,9 @@ class Job:
             raise
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
+        _CLOCK.mark("undo group end + flush")
         return top
 
     def retune(self, old, par: dict):
@@ -502,9 +538,11 @@ class Job:
             mask_input = bytes(m.get_buffer().get(Gegl.Rectangle.new(0, 0, old.get_width(), old.get_height()),
                                                   1.0 / s, "Y u8", Gegl.AbyssPolicy.NONE))
             mask_input = _pad_mask(mask_input, roi, crop)
+        _CLOCK.mark("read pixels")
         client_mod, P = _import_client()
         if self.caps is None:
             self.connect()
+        _CLOCK.mark("import client, connect + ping")
         spec_in = P.ImageSpec(crop[2], crop[3], tr.channels, P.DType(tr.dtype))
         title = self.op.title
 
@@ -524,6 +562,7 @@ class Job:
             result = run_in_background(call, to_gimp, window=self.window)
         except client_mod.ClientError as e:
             raise _client_error(e, self.caps) from None
+        _CLOCK.mark("enhance: send, backend, receive")
         ox, oy = _offsets(old)
         rect = (ox, oy, old.get_width(), old.get_height())
         if (result.spec.width, result.spec.height) != rect[2:]:
@@ -554,7 +593,8 @@ class Job:
             raise
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
         info = result.info or {}
         how = ("without running the model" if info.get("reused") else
                "the model ran again: its earlier result was no longer in the engine's memory")
@@ -568,14 +608,21 @@ class Job:
         return anchor.get_parent(), self.image.get_item_position(anchor)
 
     def _layer(self, name, pixels, tr, rect, gray, mode, parent, position):
+        """A new layer (always with an alpha channel) holding ``pixels`` in transport ``tr``."""
         ox, oy, ow, oh = rect
+        # an opaque alpha added here where babl would spend ~0.4 s finding the conversion (alpha.py)
+        pixels, fmt = alpha.for_layer(pixels, tr.babl_format, layer_gray=gray)
+        if fmt != tr.babl_format:
+            _CLOCK.mark("add alpha")
         layer_type = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
         layer = Gimp.Layer.new(self.image, name, ow, oh, layer_type, 100.0, _LAYER_MODES[mode])
         self.image.insert_layer(layer, parent, position)
         layer.set_offsets(ox, oy)
+        _CLOCK.mark("new layer")
         buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, ow, oh), tr.babl_format, pixels)
+        buf.set(Gegl.Rectangle.new(0, 0, ow, oh), fmt, pixels)
         buf.flush()
+        _CLOCK.mark("write pixels")
         layer.update(0, 0, ow, oh)
         return layer
 
@@ -662,7 +709,8 @@ class Job:
             image.select_item(Gimp.ChannelOps.REPLACE, channel)
         finally:
             image.undo_group_end()
-        Gimp.displays_flush()
+        if self.flush_displays:
+            Gimp.displays_flush()
         msg = (result.info or {}).get("message")
         if msg:
             Gimp.progress_set_text(f"{self.op.title}: {msg}")
@@ -1932,7 +1980,9 @@ def _add_argument(procedure, p) -> None:
 
 class AIEnhance(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [op.proc_name for op in optable.menu_ops()] + [RETUNE, MODELS_PROC, SAVE_RECIPE]
+        # a row without a menu entry (the no-op) is still a PDB procedure: scripts and
+        # bench/bench_gimp.py measure GIMP's round trip with it
+        return [op.proc_name for op in optable.OPS] + [RETUNE, MODELS_PROC, SAVE_RECIPE]
 
     def do_set_i18n(self, name):
         return False
@@ -1948,8 +1998,9 @@ class AIEnhance(Gimp.PlugIn):
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         p.set_image_types("RGB*, GRAY*")
         p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        p.set_menu_label(op.menu_label)
-        p.add_menu_path(optable.MENU_PATH)
+        if op.menu:
+            p.set_menu_label(op.menu_label)
+            p.add_menu_path(optable.MENU_PATH)
         p.set_documentation(op.blurb, op.help, name)
         p.set_attribution("gimp-ai-enhance contributors", "gimp-ai-enhance contributors", "2025")
         for param in op.all_params:
@@ -2043,6 +2094,7 @@ class AIEnhance(Gimp.PlugIn):
         return p
 
     def run_retune(self, procedure, run_mode, image, drawables, config, run_data):
+        _CLOCK.mark("GIMP: handshake, procedure, arguments")
         job = None
         title = "AI Re-tune"
         try:
@@ -2083,6 +2135,7 @@ class AIEnhance(Gimp.PlugIn):
             if mask == "changes":
                 post["change-map"] = True
             job = Job(op, image, source)
+            job.flush_displays = run_mode != Gimp.RunMode.NONINTERACTIVE
             job.settings = JobSettings(model=par.get("model", ""), scale=int(par.get("scale") or 1),
                                        strength=float(values["strength"]), tile=int(par.get("tile-size") or 0),
                                        mask=mask, options=dict(par.get("options") or {}), post=post,
@@ -2099,12 +2152,15 @@ class AIEnhance(Gimp.PlugIn):
             return _error(procedure, f"{title}: internal error ({type(e).__name__}: "
                                      f"{' '.join(str(e).split())[:200]}); please report it")
         finally:
+            _CLOCK.mark("return values")
             try:
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
             if job is not None:
                 job.close()
+            _CLOCK.mark("progress end, close the connection")
+            _CLOCK.write()      # a Re-tune call is profiled like a filter call (AI_ENHANCE_PROFILE)
 
     def _create_save_recipe(self, name):
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_save_recipe, None)
@@ -2149,11 +2205,13 @@ class AIEnhance(Gimp.PlugIn):
                                      f"{' '.join(str(e).split())[:200]}); please report it")
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
+        _CLOCK.mark("GIMP: handshake, procedure, arguments")
         op = optable.BY_PROC[procedure.get_name()]
         job = None
         try:
             source = _target_layer(image, drawables)
             job = Job(op, image, source)
+            job.flush_displays = run_mode != Gimp.RunMode.NONINTERACTIVE
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
             if interactive:
                 caps = job.connect()
@@ -2168,6 +2226,7 @@ class AIEnhance(Gimp.PlugIn):
                 raise UserError(str(e)) from None
             if run_mode != Gimp.RunMode.NONINTERACTIVE and _have_display():
                 job.window = ProgressWindow(op.title)
+            _CLOCK.mark("target checks + settings")
             layer = job.run()
             return _success(layer)
         except Cancelled:
@@ -2180,12 +2239,16 @@ class AIEnhance(Gimp.PlugIn):
                                      f"{' '.join(str(e).split())[:200]}); please report it with "
                                      "GIMP's error console output")
         finally:
+            _CLOCK.mark("return values")
             try:
                 Gimp.progress_end()
             except Exception:  # noqa: BLE001
                 pass
+            _CLOCK.mark("progress end")
             if job is not None:
                 job.close()
+            _CLOCK.mark("close the connection")
+            _CLOCK.write()
 
 
 Gimp.main(AIEnhance.__gtype__, sys.argv)

@@ -123,6 +123,10 @@ class Transport:
     channels: int
     dtype: str          # protocol.DType value: "u8", "u16", "f32"
 
+    @property
+    def gray(self) -> bool:
+        return self.channels in (1, 2)
+
 
 #: GIMP precision component -> (babl component type, wire dtype).  Never narrower than the image:
 #: 8-bit stays u8, 16-bit travels as u16, 32-bit integer, half, float and double as f32.
