@@ -213,3 +213,23 @@ def test_raw_cache_is_bounded():
     assert c.get("0") is None and c.get("4") is not None
     c.put("huge", JobRequest("upscale"), {"image": np.zeros(5000, np.uint8)}, JobOutput(None))
     assert c.get("huge") is None                               # larger than the whole budget
+
+
+@pytest.mark.parametrize("post", [{"color-lock": True}, {"color-lock": True, "fidelity": 0.5},
+                                  {"fidelity": 1.0, "keep-texture": 0.4}])
+def test_pixels_a_same_size_operation_left_alone_stay_the_photos(post):
+    """Restore Faces returns the photo itself outside the faces: the smooth corrections of the
+    colour lock and fidelity must not seep into those pixels (they are bit for bit the photo's)."""
+    from ai_enhance.jobs import JobOutput
+    from ai_enhance.post.pipeline import PostInput, run as post_run
+
+    src = photo(64, 64)
+    res = src.copy()
+    res[16:40, 16:40] = np.clip(res[16:40, 16:40].astype(int) + (40, -30, 25), 0, 255)   # a "face"
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:40, 16:40] = 255
+    out = post_run(PostInput(src, (0, 0, 64, 64), 1, dict(post)), JobOutput(res.copy(), masks=[("faces", mask)]))
+    outside = np.ones((64, 64), bool)
+    outside[16:40, 16:40] = False
+    np.testing.assert_array_equal(out.image[outside], src[outside])
+    assert np.abs(out.image[20:36, 20:36].astype(int) - res[20:36, 20:36]).mean() > 1, "the face was corrected"

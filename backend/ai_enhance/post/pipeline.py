@@ -52,6 +52,14 @@ def run(inp: PostInput, out: JobOutput, progress: Progress | None = None) -> Job
     src = to_unit_float(inp.source[y:y + h, x:x + w])
     res = to_unit_float(out.image)
     s = inp.scale
+    # pixels a same-size operation left alone (Restore Faces outside the faces, Inpaint outside
+    # the hole) stay exactly the photo's: the lock's and fidelity's corrections are smooth fields
+    # that would otherwise seep a little way into them
+    kept = None
+    if s == 1 and out.image.shape == inp.source[y:y + h, x:x + w].shape:
+        kept = (out.image == inp.source[y:y + h, x:x + w]).all(axis=2)
+        if not kept.any():
+            kept = None
     if p.get("color-lock") and res.shape[2] == 3:
         res = color.lock(src, res, s)
     if p.get("fidelity"):
@@ -59,6 +67,8 @@ def run(inp: PostInput, out: JobOutput, progress: Progress | None = None) -> Job
     faces = out.mask("faces")
     if p.get("keep-texture") and faces is not None:
         res = texture.keep(src, res, s, float(p["keep-texture"]), faces.astype(np.float32) / 255.0)
+    if kept is not None:
+        res[kept] = src[kept]
     if p.get("change-map"):
         cm = changes.change_map(src, res, s)
         agree = 1.0 - blur.gaussian(cm.astype(np.float32) / 255.0, CHANGES_FEATHER * s)
