@@ -884,6 +884,13 @@ class Preview:
         rows = [crop[(b.y + y) * stride + b.x * 3:(b.y + y) * stride + (b.x + b.width) * 3] for y in range(b.height)]
         return crop, pv.enlarge(b"".join(rows), b.width, b.height, region.scale)
 
+    def _read_selection(self, region: pv.Region) -> bytes:
+        """The selection over the crop sent (Inpaint's mask input), one byte per pixel."""
+        ox, oy = _offsets(self.src)
+        c = region.crop
+        return bytes(self.dlg.image.get_selection().get_buffer().get(
+            Gegl.Rectangle.new(ox + c.x, oy + c.y, c.width, c.height), 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+
     def _show_original_here(self):
         region = pv.region(self.layer_size, self.center, self._scale(), margin=self.op.margin)
         _, before = self._read_region(region)
@@ -962,6 +969,14 @@ class Preview:
         crop, before = self._read_region(region)
         self.region, self.before, self.after, self.mask = region, before, None, None
         self.draw()
+        mask_input = None
+        if "mask" in self.op.inputs:             # Inpaint fills the selection
+            if self.dlg.selection is None:
+                self._cancel_inflight()
+                self.state = "idle"
+                self.status.set_text("Select what to fill first: the preview then shows it filled.")
+                return False
+            mask_input = self._read_selection(region)
         if self.cancel is not None:
             self.cancel.set()            # the request in flight is no longer wanted
         self.gen += 1
@@ -976,9 +991,11 @@ class Preview:
             client_mod, P = _import_client()
             c = client_mod.Client(endpoint, heartbeat=HEARTBEAT_LIMIT)
             try:
+                mask = None if mask_input is None else (
+                    P.ImageSpec(region.crop.width, region.crop.height, 1, P.DType.U8), mask_input)
                 res = c.enhance(op=self.op.name, model=st.model or None,
                                 spec=P.ImageSpec(region.crop.width, region.crop.height, 3, P.DType.U8),
-                                pixels=crop, scale=st.scale, tile=st.tile,
+                                pixels=crop, scale=st.scale, tile=st.tile, mask=mask,
                                 roi=P.Rect(*region.roi.as_tuple()), options=st.options, post=st.post,
                                 on_progress=lambda f, t: GLib.idle_add(self._progress, gen, f, t),
                                 should_cancel=cancel.is_set)
@@ -1009,14 +1026,13 @@ class Preview:
             self.status.set_text(explain(kind, str(err), (self.dlg.caps or {}).get("log")))
             return False
         w, h = self.region.out_size
-        if res.spec is None or (res.spec.width, res.spec.height) != (w, h) or res.spec.channels != 3:
+        try:
+            self.after, self.mask = self._shown_result(res, w, h)
+        except ValueError:
             self.state = "error"
             self.status.set_text("The engine sent a preview of another size; install the plug-in and "
                                  "the engine from the same release.")
             return False
-        self.after = res.pixels
-        faces = res.masks.get("faces")
-        self.mask = faces[1] if faces else None
         self.state = "shown"
         self.last_seconds = seconds
         self.shown_count += 1
@@ -1027,6 +1043,40 @@ class Preview:
         self.draw()
         _TestHook.preview_shown(self)
         return False
+
+    def _shown_result(self, res, w: int, h: int) -> tuple[bytes, bytes | None]:
+        """(what the result looks like over the original in this region, the faces mask): a layer
+        as it is (a colour-mode layer over the tones), a mask result (Find Damage) tinted over the
+        original, a layer group (Restore Old Photo) as its steps stacked through their masks."""
+        def image(spec, data):
+            if spec is None or (spec.width, spec.height) != (w, h) or spec.channels != 3:
+                raise ValueError("size")
+            return data
+
+        def mask_of(name):
+            m = res.masks.get(name)
+            if m is None:
+                return None
+            if (m[0].width, m[0].height) != (w, h):
+                raise ValueError("size")
+            return m[1]
+
+        kind = self.op.result
+        if kind is optable.ResultKind.CHANNEL:
+            found = mask_of(self.op.result_masks[0])
+            if found is None:
+                raise ValueError("no mask")
+            return pv.overlay(self.before, found), None
+        if kind is optable.ResultKind.GROUP:
+            steps = []
+            for st in (res.info or {}).get("steps", []):
+                spec, data = res.layers[st["layer"]]
+                steps.append((image(spec, data), mask_of(st.get("mask") or ""), st.get("mode", "normal")))
+            return pv.stack(self.before, steps), None
+        after = image(res.spec, res.pixels)
+        if self.op.layer_mode is not optable.LayerMode.NORMAL:
+            after = pv.color_mode(self.before, after)
+        return after, mask_of("faces")
 
     def close(self):
         self._cancel_inflight()

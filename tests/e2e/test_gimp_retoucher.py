@@ -45,7 +45,11 @@ def retouch_backend(tmp_path_factory):
             link(real, d / name)    # the backend refuses links out of its folder
     if not (d / "realesr-animevideov3.pth").exists():
         make_compact(d / "realesr-animevideov3.pth", seed=1)
-    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=4, seed=5)
+    # 12 blocks: a tile takes several seconds even on an idle CPU (the cancel and preview-in-flight
+    # cases must catch it while it computes)
+    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=12, seed=5)
+    from randnets import path_of        # a random DDColor (cached): Colorize previews too
+    link(path_of("ddcolor"), d / "ddcolor_paper_tiny.pth")
     src = tmp_path_factory.mktemp("served")
     data = make_compact(src / "tiny-dl.pth", zero_last=True, seed=21).read_bytes()
     state = FileServer("")
@@ -95,18 +99,28 @@ def _setup(model: str | None = None, **values) -> list[dict]:
     return steps + [{"do": "set", "prop": k.replace("_", "-"), "value": v} for k, v in values.items()]
 
 
+# Inpaint fills the selection: its dialog opens with one (a box around the photo's middle)
+INPAINT_SELECTION = (60, 50, 40, 30)
+
+
 def _dialog_case(op) -> dict:
-    model = {"upscale": "realesr-animevideov3", "faces": None}.get(op.name, "nearest-x1")
+    model = {"upscale": "realesr-animevideov3", "faces": None, "inpaint": "classical",
+             "colorize": "ddcolor-paper-tiny"}.get(op.name, "nearest-x1")
+    if not op.param("model") or op.name == "find-damage":
+        model = None                  # no model to choose (Find Damage: image analysis only)
     if op.name == "denoise" and _weights() and (_weights() / "ffdnet_color.pth").is_file():
         model = "ffdnet-color"
     values = {"strength": op.strength_default} if op.param("strength") else {}
     if op.param("scale"):
         values["scale"] = 2 if op.name == "upscale" else 1
-    steps = _setup(model, **values) + ([{"do": "wait_preview", "timeout": 90}] if model else []) + [
+    steps = _setup(model, **values) + ([{"do": "wait_preview", "timeout": 90}] if op.name != "faces" else []) + [
         {"do": "expand"}, {"do": "report"}, {"do": "shot", "name": f"dialog-{op.name}.png"},
         {"do": "help"}, {"do": "respond", "answer": "cancel"}]
-    return {"name": f"dialog_{op.name}", "op": op.name, "proc": op.proc_name, "steps": steps,
+    case = {"name": f"dialog_{op.name}", "op": op.name, "proc": op.proc_name, "steps": steps,
             "photo": True}
+    if "mask" in op.inputs:
+        case["select"] = INPAINT_SELECTION
+    return case
 
 
 UP = "python-fu-ai-enhance-upscale"
@@ -194,21 +208,25 @@ def test_every_dialog_builds_from_the_table(retouch_run, op):
         if p.name in d["tooltips"]:
             assert d["tooltips"][p.name] and d["tooltips"][p.name].startswith(p.help[:20]), (op.name, p.name)
     # strength as 0-100 %: the slider shows the percentage of the layer's opacity
-    assert d["strength_widget"] == pytest.approx(100 * d["values"]["strength"])
+    if op.param("strength"):
+        assert d["strength_widget"] == pytest.approx(100 * d["values"]["strength"])
     if op.tile:
         assert d["tile_auto"] is True and d["values"]["tile-size"] == 0, "tile size: Automatic by default"
     assert d["advanced"] == (op.tile or any(p.advanced for p in op.params))
     w, h = PHOTO
-    assert d["summary"] and d["area"] == f"Processes the whole layer ({w} \u00d7 {h})"
+    selected = "mask" in op.inputs
+    aw, ah = INPAINT_SELECTION[2:] if selected else PHOTO
+    where = "the selection" if selected else "the whole layer"
+    assert d["summary"] and d["area"] == f"Processes {where} ({aw} \u00d7 {ah})"
     if op.param("scale") and d["values"]["scale"] == 2:
         assert d["summary"] == f"Image {w} \u00d7 {h} \u2192 {2 * w} \u00d7 {2 * h}"
     elif op.param("scale") is None or d["values"]["scale"] == 1:
-        assert d["summary"] == f"Output {w} \u00d7 {h} (same size)"
+        assert d["summary"] == f"Output {aw} \u00d7 {ah} (same size)"
     # the Help button opens this filter's page, installed with the plug-in
     assert r["help"] and r["help"][-1].endswith(f"/ai-enhance/help/{op.name}.html")
     assert (REPO / "plugin" / "ai-enhance" / "help" / f"{op.name}.html").is_file()
-    if op.name != "faces":
-        assert d["preview"]["state"] == "shown" and d["preview"]["shown"] >= 1
+    if op.name != "faces":       # every other filter previews with what the test backend has
+        assert d["preview"]["state"] == "shown" and d["preview"]["shown"] >= 1, (op.name, d["preview"])
         assert d["ok_sensitive"]
 
 

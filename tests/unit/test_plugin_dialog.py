@@ -174,3 +174,23 @@ def test_preview_compositing():
     big = PV.enlarge(bytes([1, 2, 3, 4, 5, 6]), 2, 1, 2)
     assert big == bytes([1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6] * 2)
     assert PV.gray_to_rgb(b"\x01\x02") == b"\x01\x01\x01\x02\x02\x02"
+
+
+def test_preview_of_a_mask_a_colour_layer_and_a_layer_group():
+    before = bytes([100, 100, 100] * 3)
+    # Find Damage: found pixels tinted red, the rest untouched
+    o = PV.overlay(before, bytes([255, 0, 128]))
+    assert o[3:6] == before[3:6]
+    assert o[0] >= 190 and o[1] <= 60 and o[2] <= 60 and o[0] - 100 > 2 * (o[6] - 100) > 0
+    # Colorize (LCh colour layer): the layer's colour at the lightness below
+    gray = bytes([120, 120, 120])
+    red = bytes([200, 40, 40])
+    c = PV.color_mode(gray, red)
+    luma = lambda p: 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]   # noqa: E731
+    assert abs(luma(c) - 120) <= 1.5 and c[0] > c[1] + 100 and c[1] == c[2]
+    assert PV.color_mode(red, red) == red
+    # Restore Old Photo: each step through its mask over the one below, bottom to top
+    step1, step2 = bytes([10, 10, 10] * 3), bytes([250, 250, 250] * 3)
+    out = PV.stack(before, [(step1, bytes([255, 255, 0]), "normal"), (step2, bytes([0, 255, 0]), "normal")])
+    assert out == bytes([10, 10, 10, 250, 250, 250, 100, 100, 100])
+    assert PV.stack(before, []) == before

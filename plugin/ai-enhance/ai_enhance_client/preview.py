@@ -144,3 +144,44 @@ def split(before: bytes, after: bytes, width: int, height: int, at: int, bpp: in
 
 def gray_to_rgb(data: bytes) -> bytes:
     return bytes(v for g in data for v in (g, g, g))
+
+
+def overlay(before: bytes, mask: bytes, color: tuple[int, int, int] = (255, 32, 32),
+            opacity: float = 0.6) -> bytes:
+    """A mask result shown over the original (RGB), tinted like GIMP shows a red channel: Find
+    Damage's preview (255 = found)."""
+    a = max(0, min(256, int(round(opacity * 256))))
+    out = bytearray(before)
+    for i, m in enumerate(mask):
+        if m:
+            w = (m * a + 127) // 255
+            j = 3 * i
+            for k in range(3):
+                b = out[j + k]
+                out[j + k] = b + (((color[k] - b) * w) >> 8)
+    return bytes(out)
+
+
+def color_mode(below: bytes, layer: bytes) -> bytes:
+    """The look of an RGB layer in a colour mode (Colorize's LCh colour layer) over ``below``:
+    the layer's colour with the lightness of what is below (luma, Rec. 601): an approximation
+    good for a preview."""
+    out = bytearray(len(below))
+    for j in range(0, len(below), 3):
+        rb, gb, bb = below[j], below[j + 1], below[j + 2]
+        rl, gl, bl = layer[j], layer[j + 1], layer[j + 2]
+        d = round((299 * (rb - rl) + 587 * (gb - gl) + 114 * (bb - bl)) / 1000)
+        out[j] = min(255, max(0, rl + d))
+        out[j + 1] = min(255, max(0, gl + d))
+        out[j + 2] = min(255, max(0, bl + d))
+    return bytes(out)
+
+
+def stack(before: bytes, layers: list[tuple[bytes, bytes | None, str]]) -> bytes:
+    """Layers (RGB, mask or None, mode "normal" or a colour mode) over ``before``, bottom to top,
+    as GIMP shows them: Restore Old Photo's steps in its layer group."""
+    out = bytes(before)
+    for rgb, mask, mode in layers:
+        top = color_mode(out, rgb) if mode != "normal" else rgb
+        out = blend(out, top, 1.0, mask)
+    return out
