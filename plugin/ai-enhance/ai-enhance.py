@@ -954,7 +954,7 @@ class Preview:
     def _start(self):
         self.timer = None
         row = self.dlg.current_row()
-        if row is None or not row.installed:
+        if self.dlg.has_model and (row is None or not row.installed):
             self._cancel_inflight()
             self.state = "idle"
             self._show_original_here()
@@ -1170,8 +1170,10 @@ class FilterDialog:
         self.combo.add_attribute(cell, "markup", 1)
         self.combo.add_attribute(cell, "sensitive", 2)
         self.combo.set_id_column(0)
-        self.combo.set_tooltip_text(op.param("model").help.split(";")[0] + ". Installed models first; "
-                                    "the others can be downloaded here")
+        self.has_model = op.param("model") is not None      # Restore Old Photo picks per step
+        if self.has_model:
+            self.combo.set_tooltip_text(op.param("model").help.split(";")[0] + ". Installed models "
+                                        "first; the others can be downloaded here")
         mlabel.set_mnemonic_widget(self.combo)
         mrow.pack_start(mlabel, False, False, 0)
         mrow.pack_start(self.combo, True, True, 0)
@@ -1196,7 +1198,8 @@ class FilterDialog:
         self.dl_box.set_no_show_all(True)
 
         controls = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
-        controls.pack_start(mrow, False, False, 0)
+        if self.has_model:
+            controls.pack_start(mrow, False, False, 0)
         controls.pack_start(self.dl_box, False, False, 0)
         for p in basic:
             controls.pack_start(self._param_widget(p), False, False, 0)
@@ -1233,7 +1236,8 @@ class FilterDialog:
         self.dl_box.hide()
 
         self._replace_help_button()
-        self._fill_models(self.config.get_property("model") or op.default_model)
+        if self.has_model:
+            self._fill_models(self.config.get_property("model") or op.default_model)
         self.combo.connect("changed", self._model_changed)
         self.config.connect("notify", self._config_changed)
         self._update_summary()
@@ -1294,6 +1298,8 @@ class FilterDialog:
     def _model_changed(self, combo):
         row = self.current_row()
         if row is None:
+            if not self.has_model:
+                self.preview.request()
             return
         if self.config.get_property("model") != row.id:
             self.config.set_property("model", row.id)
