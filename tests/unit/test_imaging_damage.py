@@ -290,3 +290,22 @@ def test_patterns_of_lines_and_crowds_of_dots_are_scene_not_damage():
     one[50, 50] = one[300, 120] = 0.95
     found = find_damage(one) > 0
     assert found[20:380, 200].mean() > 0.95 and found[50, 50] and found[300, 120]
+
+
+def test_dust_beside_something_brighter_is_found():
+    # dark ground with a bright bar (a lit edge, a highlight) and grey specks 2-3 px from it:
+    # the bar reaches the ring around each speck, yet the speck stands out of the gap between
+    rng = np.random.default_rng(7)
+    img = np.full((160, 240), 0.15, np.float32) + rng.normal(0, 1 / 255, (160, 240)).astype(np.float32)
+    img[40:120, 100:140] = 0.9
+    truth = np.zeros(img.shape, bool)
+    y, x = np.mgrid[:160, :240]
+    centres = [(50, 94), (105, 95), (60, 145), (100, 146)]        # few: not a crowd of dots
+    for cy, cx in centres:
+        spot = np.hypot(y - cy, x - cx) <= 1.6
+        img[spot] = 0.45
+        truth |= spot
+    mask = find_damage(np.clip(img, 0, 1)[:, :, None]) > 0
+    found = [mask[cy - 2: cy + 3, cx - 2: cx + 3].any() for cy, cx in centres]
+    assert all(found), found
+    assert not (mask & ~near(truth, 3)).any()                  # the bar and its edges are not dust

@@ -32,7 +32,10 @@ Lines (scratches, cracks, hairs on the scan)
      Components along the image's edge (a scanned print's border) are dropped.
 Specks (dust, small spots)
   5. A speck is a pixel brighter (darker) than every pixel on a ring of radius 4.5-6.5 px around
-     it: a line crosses the ring and a larger blob reaches it, so neither counts.  The contrast
+     it: a line crosses the ring and a larger blob reaches it, so neither counts.  A speck a few
+     px from something brighter (a highlight, a lit edge) is outshone on that ring, so it may
+     instead outshine a closer ring (3.5-4.5 px, in the gap between the two) by 1.25x the
+     contrast; lines and larger blobs cross that ring as well.  The contrast
      over the ring is weighed lightly against the local texture level (the ring test already
      rejects most texture); a speck among more than 6 others within 121 px is one of a crowd of
      alike dots (stars, gravel, halftone) and is dropped; the speck's extent is taken from the
@@ -84,6 +87,8 @@ class Tuning:
     disc: int = 9               # top-hat disc for specks' extent: marks narrower than this
     line_disc: int = 5          # top-hat disc for lines (widths up to ~4 px)
     ring: tuple[float, float] = (4.5, 6.5)   # a speck must outshine this ring around it
+    near_ring: tuple[float, float] | None = (3.5, 4.5)   # ... or this closer one by near_cost x the contrast
+    near_cost: float = 1.25
     texture_win: int = 41       # window of the local texture level
     floor: float = 1.2 / 255    # texture level of a perfectly flat area (quantisation, grain)
     speck_level: float = 0.1    # weight of the texture level against specks
@@ -205,6 +210,15 @@ def _scores(gray: np.ndarray, t: Tuning, kernels) -> dict[str, np.ndarray]:
     level = t.speck_level * cv2.blur(rb + rd, win) + t.floor
     out["speck_b"] = (gray - cv2.dilate(gray, ring, borderType=cv2.BORDER_REFLECT)) / level
     out["speck_d"] = (cv2.erode(gray, ring, borderType=cv2.BORDER_REFLECT) - gray) / level
+    if t.near_ring:
+        # a speck a few px from something brighter (a highlight, a lit edge) is outshone on the
+        # ring; it still stands out of a closer ring, in the gap that parts it from that
+        # neighbour (a line crosses this ring too, and a larger blob reaches it)
+        near = _ring(*t.near_ring)
+        nb = (gray - cv2.dilate(gray, near, borderType=cv2.BORDER_REFLECT)) / (level * t.near_cost)
+        nd = (cv2.erode(gray, near, borderType=cv2.BORDER_REFLECT) - gray) / (level * t.near_cost)
+        np.maximum(out["speck_b"], nb, out=out["speck_b"])
+        np.maximum(out["speck_d"], nd, out=out["speck_d"])
     out["extent_b"] = rb / level
     out["extent_d"] = rd / level
     del rb, rd, level
