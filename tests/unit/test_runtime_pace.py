@@ -38,7 +38,9 @@ def _img(side, seed=0):
 def test_cancel_inside_one_tile_lands_within_a_fraction_of_a_second(engine):
     lm = engine.get_model("slow-x4")
     spp = pace.pace_of(lm).estimate(lm)
-    side = min(512, max(64, int(np.ceil(np.sqrt(3.0 / spp)))))     # one tile of about 3 s here, now
+    # one tile of about 4 s at the pace measured now (the machine may speed up before the run:
+    # the cancel comes 1 s in); the tile size is forced so that it is one tile whatever the memory
+    side = min(512, max(64, int(np.ceil(np.sqrt(4.0 / spp)))))
     assert side * side * spp > 2.0, "the tile must take seconds for the test to mean anything"
     flag = threading.Event()
     calls = []
@@ -52,7 +54,8 @@ def test_cancel_inside_one_tile_lands_within_a_fraction_of_a_second(engine):
 
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
-        engine.run(JobRequest("upscale", "slow-x4", 4, 0), _img(side), progress, flag.is_set)
+        engine.run(JobRequest("upscale", "slow-x4", 4, side), _img(side), progress, flag.is_set)
+    assert state.get("armed"), [t for _, _, t in calls]
     latency = time.monotonic() - state["t_cancel"]
     assert 0.9 < state["t_cancel"] - t0, "cancelled in the middle of the one tile"
     assert latency < 1.0, f"cancel took {latency:.2f} s inside the tile"
