@@ -45,9 +45,9 @@ def retouch_backend(tmp_path_factory):
             link(real, d / name)    # the backend refuses links out of its folder
     if not (d / "realesr-animevideov3.pth").exists():
         make_compact(d / "realesr-animevideov3.pth", seed=1)
-    # 12 blocks: a tile takes several seconds even on an idle CPU (the cancel and preview-in-flight
-    # cases must catch it while it computes)
-    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=12, seed=5)
+    # 24 blocks: the 256 px preview (~3.5 s) and the 112x96 job (~4 s) still compute on an idle
+    # 2-core CPU when the preview-in-flight and cancel cases look (at 1.5 s)
+    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=24, seed=5)
     from randnets import path_of        # a random DDColor (cached): Colorize previews too
     link(path_of("ddcolor"), d / "ddcolor_paper_tiny.pth")
     src = tmp_path_factory.mktemp("served")

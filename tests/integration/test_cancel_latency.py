@@ -21,13 +21,15 @@ from ai_enhance_client.client import Client, ClientError
 from testkit import make_rrdb, start_serve
 
 SIDE = 96
-CANCEL_SIDE = 160      # one x4 tile of this takes ~6 s on 2 CPU cores: the cancel lands inside it
+CANCEL_SIDE = 160      # one x4 tile of this takes ~7 s on 2 idle CPU cores: the cancel lands inside it
 
 
 @pytest.fixture(scope="module")
 def slow_backend(tmp_path_factory):
     d = tmp_path_factory.mktemp("slow-models")
-    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=4, seed=5)
+    # 16 blocks: ~7 s for the 160x160 job on an idle 2-core CPU (4 blocks took 2 s there: the
+    # cancel came after the end)
+    make_rrdb(d / "slow-x4.pth", scale=4, num_filters=64, num_blocks=16, seed=5)
     b = start_serve(d, tmp_path_factory.mktemp("slow-serve"))
     yield b
     b.stop()

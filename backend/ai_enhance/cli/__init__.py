@@ -427,7 +427,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from ai_enhance_client.client import Client, ClientError
+    from ai_enhance_client.client import Client, ClientError, is_backend_process
 
     try:
         with Client(args.endpoint) as c:
@@ -445,15 +445,20 @@ def cmd_stop(args) -> int:
               file=sys.stderr)
         return 1
     deadline = time.monotonic() + args.wait
-    with Client(args.endpoint) as c:
-        while time.monotonic() < deadline:
-            try:
-                if c.ping(timeout=0.5) is None:
-                    print(f"stopped the backend (pid {pid}) at {c.endpoint}: {answer.get('message', '')}")
-                    return 0
-            except ClientError:
-                break
-            time.sleep(0.2)
+    local = isinstance(pid, int) and Client(args.endpoint).parsed.local
+    while time.monotonic() < deadline:
+        # a fresh client each time: one that saw the backend alive would call its exit a crash, and
+        # a listener closing mid-handshake is no reason to give up
+        gone = local and not is_backend_process(pid)
+        try:
+            with Client(args.endpoint) as c:
+                gone = gone or c.ping(timeout=0.5) is None
+        except ClientError:
+            pass
+        if gone:
+            print(f"stopped the backend (pid {pid}) at {args.endpoint}: {answer.get('message', '')}")
+            return 0
+        time.sleep(0.2)
     print(f"ai-enhance stop: the backend (pid {pid}) is still running after {args.wait:.0f} s; `kill {pid}`",
           file=sys.stderr)
     return 1

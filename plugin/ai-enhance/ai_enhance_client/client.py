@@ -273,7 +273,7 @@ class Client:
         pid = h.get("pid")
         if isinstance(pid, int) and pid > 0 and self.parsed.local:
             if self.backend.get("pid") != pid:
-                self.backend = {"pid": pid, "visible": _is_backend_process(pid),
+                self.backend = {"pid": pid, "visible": is_backend_process(pid),
                                 "cgroup": _cgroup_oom_state(pid)}
             if h.get("log"):
                 self.backend["log"] = h.get("log")
@@ -527,7 +527,7 @@ class Client:
         """A local backend whose process is gone crashed or was killed: say so at once, with
         the likely reason, and write it into the backend's log (it could not)."""
         pid = self.backend.get("pid")
-        if not pid or not self.backend.get("visible") or _is_backend_process(pid):
+        if not pid or not self.backend.get("visible") or is_backend_process(pid):
             return
         reason = _death_reason(self.backend)
         log = self.backend.get("log")
@@ -558,7 +558,7 @@ def _same_path(a: str, b: str) -> bool:
 
 # --------------------------------------------------------------------------- process facts (Linux)
 
-def _is_backend_process(pid: int) -> bool:
+def is_backend_process(pid: int) -> bool:
     """Is ``pid`` a live (not zombie) process that looks like the backend?  Where /proc is not
     available, any live pid counts."""
     stat_path = Path(f"/proc/{pid}/stat")
