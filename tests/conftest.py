@@ -117,9 +117,24 @@ def _open_fds() -> dict[str, int]:
 _FDS_AT_START = _open_fds()
 
 
+_FD_GROWTH: list[tuple[int, str]] = []       # (event fds added, test id), for the summary
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before = _open_fds().get("anon_inode", 0)
+    yield
+    grew = _open_fds().get("anon_inode", 0) - before
+    if grew > 2:
+        _FD_GROWTH.append((grew, item.nodeid))
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Open fds of the test process at the start and the end: a leak (of ZeroMQ sockets, say)
-    shows here long before it runs into the limit."""
+    """Open fds of the test process at the start and the end, and the tests after which most
+    event fds (ZeroMQ sockets libzmq still holds) stayed open: a leak shows here long before it
+    runs into a limit."""
     end = _open_fds()
     terminalreporter.write_line(f"open fds of the test process: start {sum(_FDS_AT_START.values())}, "
                                 f"end {sum(end.values())} {dict(sorted(end.items()))}")
+    for grew, nodeid in sorted(_FD_GROWTH, reverse=True)[:8]:
+        terminalreporter.write_line(f"  +{grew} event fds left open after {nodeid}")
