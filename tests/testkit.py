@@ -128,6 +128,7 @@ def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = 
     b = Backend(endpoint, models_dir, log, proc)
     deadline = time.monotonic() + wait
     try:
+        wait_serving(log, proc, deadline)
         with Client(endpoint) as c:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -140,6 +141,19 @@ def start_serve(models_dir: Path, tmp: Path, *args: str, endpoint: str | None = 
         raise
     b.stop()
     raise RuntimeError("serve did not answer within %.0f s" % wait)
+
+
+def wait_serving(log: Path, proc: subprocess.Popen, deadline: float) -> None:
+    """Until the backend's log says it serves (or it exits, or the deadline): pinging a backend
+    that is still importing torch leaves half-done CURVE handshakes, and libzmq kept ~36 sockets of
+    each such start open in the test process (its 1023-socket limit was reached in full runs)."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "serving on" in log.read_text("utf-8", "replace"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
 
 
 def curve_dealer(endpoint: str, ctx=None, keys_dir=None):

@@ -360,6 +360,8 @@ def start_serve(models_dir: Path, tmp: Path, wait: float = 120.0) -> Serve:
                                 env=env, start_new_session=True)
     b = Serve(endpoint, models_dir, log, proc)
     deadline = time.monotonic() + wait
+    from testkit import wait_serving
+    wait_serving(log, proc, deadline)      # no pings into a backend still importing torch
     with Client(endpoint) as c:
         while c.ping(timeout=0.5) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
