@@ -52,6 +52,24 @@ def _raise_zmq_socket_limit(want: int = 16384) -> None:
 
 
 _raise_zmq_socket_limit()
+_OLD_CONTEXTS: list = []      # kept alive: a context whose threads are stuck must never be term()ed
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_zmq_context_per_module():
+    """Each test module gets a fresh shared ZeroMQ context. In full runs the test process's one
+    context ended up holding sockets libzmq never released, and then no longer connected to new
+    backends at all (pings unanswered by a backend that logged "serving on"); the CLI in a
+    subprocess worked meanwhile. Cause not found; this keeps one module's damage from the next."""
+    yield
+    import zmq
+    old = zmq.Context._instance
+    if old is not None:
+        _OLD_CONTEXTS.append(old)
+        zmq.Context._instance = None
+        _raise_zmq_socket_limit()
+
+
 from testkit import (Backend, free_port, link, make_compact, make_rrdb, serve_env,  # noqa: E402,F401
                      start_serve)
 
