@@ -42,15 +42,7 @@ def _last_profile(before: int):
 def gimp_call(name, img, layer, **props):
     """One PDB call: seconds, wall-clock call/return times, the plug-in's phase line; the layer it
     added is removed again so that every rep sees the same image."""
-    proc = Gimp.get_pdb().lookup_procedure(name)
-    if proc is None:
-        raise RuntimeError(f"procedure {name} is not registered")
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    cfg.set_property("image", img)
-    cfg.set_core_object_array("drawables", [layer])
-    for k, v in props.items():
-        cfg.set_property(k, v)
+    proc, cfg = proc_config(name, img, [layer], props)
     n = _profile_lines()
     w0 = time.time()
     t0 = time.perf_counter()

@@ -176,17 +176,24 @@ def precision_name(img):
     return str(p)
 
 
-def run_proc(name, img, drawables, **props):
-    """Run a PDB procedure like a script would; returns status, error text, return layer id."""
+def proc_config(name, img, drawables, props, run_mode=None):
+    """(procedure, its config) for ``name`` on ``drawables`` of ``img``, with ``props`` set
+    (property names as the PDB spells them)."""
     proc = Gimp.get_pdb().lookup_procedure(name)
     if proc is None:
         raise RuntimeError(f"procedure {name} is not registered")
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE if run_mode is None else run_mode)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", list(drawables))
     for k, v in props.items():
-        cfg.set_property(k.replace("_", "-"), v)
+        cfg.set_property(k, v)
+    return proc, cfg
+
+
+def run_proc(name, img, drawables, **props):
+    """Run a PDB procedure like a script would; returns status, error text, return layer id."""
+    proc, cfg = proc_config(name, img, drawables, {k.replace("_", "-"): v for k, v in props.items()})
     t0 = time.monotonic()
     result = proc.run(cfg)
     elapsed = time.monotonic() - t0

@@ -15,13 +15,7 @@ def _interactive(img, layer, answer="ok", proc_name=UP, **props):
         f.write(answer)
     if os.path.exists(REPORT):
         os.remove(REPORT)
-    proc = Gimp.get_pdb().lookup_procedure(proc_name)
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-    cfg.set_property("image", img)
-    cfg.set_core_object_array("drawables", [layer])
-    for k, v in props.items():
-        cfg.set_property(k, v)
+    proc, cfg = proc_config(proc_name, img, [layer], props, Gimp.RunMode.INTERACTIVE)
     before = describe(img)
     result = proc.run(cfg)
     status = result.index(0)
