@@ -436,6 +436,7 @@ def cmd_stop(args) -> int:
                 print(f"no backend answers at {c.endpoint}: nothing to stop")
                 return 0
             pid = caps.get("pid")
+            endpoint, local = c.endpoint, isinstance(pid, int) and c.parsed.local
             answer = c.shutdown()
     except ClientError as e:
         print(f"ai-enhance stop: {e}", file=sys.stderr)
@@ -445,18 +446,17 @@ def cmd_stop(args) -> int:
               file=sys.stderr)
         return 1
     deadline = time.monotonic() + args.wait
-    local = isinstance(pid, int) and Client(args.endpoint).parsed.local
     while time.monotonic() < deadline:
         # a fresh client each time: one that saw the backend alive would call its exit a crash, and
         # a listener closing mid-handshake is no reason to give up
         gone = local and not is_backend_process(pid)
         try:
-            with Client(args.endpoint) as c:
+            with Client(endpoint) as c:
                 gone = gone or c.ping(timeout=0.5) is None
         except ClientError:
             pass
         if gone:
-            print(f"stopped the backend (pid {pid}) at {args.endpoint}: {answer.get('message', '')}")
+            print(f"stopped the backend (pid {pid}) at {endpoint}: {answer.get('message', '')}")
             return 0
         time.sleep(0.2)
     print(f"ai-enhance stop: the backend (pid {pid}) is still running after {args.wait:.0f} s; `kill {pid}`",
